@@ -1,0 +1,79 @@
+"""Command line: argument parsing and wiring only.
+
+``difp-stream IN OUT [options]`` protects a video, image or folder; the other subcommands are named first:
+``difp-stream train ...``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    from .train.loop import TrainConfig
+
+    d = TrainConfig()
+    p = argparse.ArgumentParser(prog="difp-stream train",
+                                description="Train a DIFP model (VAE, then U-Net stage 1 and stage 2); resumable.")
+    p.add_argument("data", help="folder with manifest.tsv, the crops and dlib_descriptors.npy")
+    p.add_argument("--out", required=True, help="run folder: checkpoint.pt, history.jsonl and model/ (fp16 weights)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--resolution", type=int, default=64, help="crop size the model works at (default: 64)")
+    p.add_argument("--split", default="train", help="manifest split to train on (default: train)")
+    p.add_argument("--eval-split", default="eval", help="split for the VAE's eval PSNR (default: eval)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N crops (smoke tests)")
+    p.add_argument("--cache", default=str(Path.home() / ".cache" / "difp-stream"), help="where resized crops are cached")
+    p.add_argument("--init", default=None, help="start from this model folder instead of random weights")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true")
+    for f in ("vae_steps", "stage1_steps", "stage2_steps", "batch_vae", "batch_unet"):
+        p.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(d, f), help=f"(default: {getattr(d, f)})")
+    for f in ("lr_vae", "lr_unet", "drop", "checkpoint_seconds"):
+        p.add_argument("--" + f.replace("_", "-"), type=float, default=getattr(d, f), help=f"(default: {getattr(d, f)})")
+    return p
+
+
+def cmd_train(argv: list[str]) -> int:
+    args = _train_parser().parse_args(argv)
+    import torch
+
+    from .difp.config import ModelConfig
+    from .train import TrainConfig, Trainer, load_faces
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = load_faces(args.data, args.split, args.resolution, args.cache, args.limit)
+    try:
+        eval_data = load_faces(args.data, args.eval_split, args.resolution, args.cache, 256)
+    except ValueError:
+        eval_data = None
+    tcfg = TrainConfig(**{k: getattr(args, k) for k in ("vae_steps", "stage1_steps", "stage2_steps", "batch_vae",
+                                                        "batch_unet", "lr_vae", "lr_unet", "drop", "checkpoint_seconds")})
+    trainer = Trainer(data, args.out, ModelConfig(resolution=args.resolution), tcfg, args.device, eval_data,
+                      init_model=args.init, progress=not args.no_progress)
+    trainer.run()
+    print(f"model written to {Path(args.out) / 'model'}")
+    return EXIT_OK
+
+
+COMMANDS = {"train": cmd_train}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] in COMMANDS:
+            return COMMANDS[argv[0]](argv[1:])
+        from .commands import cmd_protect
+
+        return cmd_protect(argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

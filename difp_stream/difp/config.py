@@ -1,0 +1,74 @@
+"""Configuration objects: one for the model (sizes, resolution, schedule), one for sampling (a run's knobs)."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+
+@dataclass
+class ModelConfig:
+    """Everything that fixes the shapes of the DIFP networks. Saved beside the weights as ``config.json``."""
+
+    resolution: int = 64  # aligned crop side in pixels (template of ../faces/align.py scaled to this)
+    # VAE (diffusers AutoencoderKL): 64 -> 16 with three blocks
+    vae_channels: tuple[int, ...] = (32, 64, 128)
+    vae_layers_per_block: int = 1
+    latent_channels: int = 8
+    latent_scale: float = 1.0  # multiplies VAE latents so that they have unit std (measured after VAE training)
+    # U-Net (diffusers UNet2DConditionModel) on latents
+    unet_channels: tuple[int, ...] = (48, 96, 128)
+    unet_attn_levels: tuple[bool, ...] = (False, True, True)  # cross-attention per level (none at full latent size)
+    unet_layers_per_block: int = 1
+    unet_head_dim: int = 32
+    # conditions: identity embedding (dlib ResNet, 128-D) -> tokens; crop thumbnail -> style tokens
+    id_dim: int = 128
+    id_tokens: int = 2
+    style_tokens: int = 2
+    style_input: int = 16  # the style encoder sees the crop downsampled to this size: pose, light, colour, not identity
+    token_dim: int = 128
+    # noise schedule (DDPM, T steps)
+    train_timesteps: int = 1000
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    beta_schedule: str = "scaled_linear"
+
+    @property
+    def latent_size(self) -> int:
+        return self.resolution // 2 ** (len(self.vae_channels) - 1)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known}
+        return cls(**kw)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+@dataclass
+class SamplingConfig:
+    """Knobs of one protection run (paper defaults where the paper gives one)."""
+
+    steps: int = 4  # DDIM steps from t_s down to 0 (and inversion steps from 0 up to t_s)
+    strength: float = 0.8  # S_n: t_s = S_n * T
+    s_id: float = 3.0  # identity guidance scale (pushes towards the surrogate identity)
+    s_sty: float = 1.0  # style guidance scale (keeps pose, light, colour of the original)
+    g_rea: float = 0.6  # realism scale: larger -> fewer low frequencies pinned to the original
+    realism_k: float = -3.0  # the constant k of H = -g_rea (M - 1) + (M + k)
+    adaptive_realism: bool = False  # paper Eq. 14: g_rea per step from SSIM(prediction, reference)
+    min_surrogate_distance: float = 0.8  # surrogate identity must be at least this far (L2) from the original
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if not 0.0 < self.strength <= 1.0:
+            raise ValueError(f"strength (S_n) must be in (0, 1], got {self.strength}")
+        if not 0.0 <= self.g_rea <= 1.0:
+            raise ValueError(f"g_rea must be in [0, 1], got {self.g_rea}")

@@ -1,0 +1,175 @@
+"""The DIFP networks, built from diffusers' blocks: VAE, conditional U-Net, identity projector, style encoder."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, UNet2DConditionModel
+
+from .config import ModelConfig
+
+WEIGHTS_FILE = "difp.safetensors"
+CONFIG_FILE = "config.json"
+
+
+def build_vae(cfg: ModelConfig) -> AutoencoderKL:
+    n = len(cfg.vae_channels)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=tuple(cfg.vae_channels),
+        layers_per_block=cfg.vae_layers_per_block,
+        latent_channels=cfg.latent_channels,
+        norm_num_groups=16,
+        sample_size=cfg.resolution,
+        mid_block_add_attention=False,
+    )
+
+
+def build_unet(cfg: ModelConfig) -> UNet2DConditionModel:
+    attn = tuple(cfg.unet_attn_levels)
+    if len(attn) != len(cfg.unet_channels) or not any(attn):
+        raise ValueError("unet_attn_levels needs one flag per U-Net level and at least one True")
+    down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attn)
+    up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn))
+    heads = tuple(max(1, c // cfg.unet_head_dim) for c in cfg.unet_channels)
+    return UNet2DConditionModel(
+        sample_size=cfg.latent_size,
+        in_channels=cfg.latent_channels,
+        out_channels=cfg.latent_channels,
+        down_block_types=down,
+        up_block_types=up,
+        block_out_channels=tuple(cfg.unet_channels),
+        layers_per_block=cfg.unet_layers_per_block,
+        cross_attention_dim=cfg.token_dim,
+        attention_head_dim=heads,
+        norm_num_groups=16,
+    )
+
+
+class IdentityProjector(nn.Module):
+    """Recognition embedding (standardised) -> ``id_tokens`` conditioning tokens."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.tokens, self.dim = cfg.id_tokens, cfg.token_dim
+        self.net = nn.Sequential(
+            nn.Linear(cfg.id_dim, 256), nn.SiLU(), nn.Linear(256, cfg.id_tokens * cfg.token_dim)
+        )
+
+    def forward(self, e: torch.Tensor) -> torch.Tensor:
+        return self.net(e).view(e.shape[0], self.tokens, self.dim)
+
+
+class StyleEncoder(nn.Module):
+    """Crop -> ``style_tokens`` tokens. It sees only a small thumbnail of the crop (pose, illumination, skin tone,
+    hair colour), so that fine identity detail cannot travel through the style branch."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.size, self.tokens, self.dim = cfg.style_input, cfg.style_tokens, cfg.token_dim
+        self.conv = nn.Sequential(
+            nn.Conv2d(3, 32, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.SiLU(),
+            nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.SiLU(),
+        )
+        n = 64 * (cfg.style_input // 4) ** 2
+        self.head = nn.Linear(n, cfg.style_tokens * cfg.token_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = F.interpolate(x, size=(self.size, self.size), mode="area")
+        return self.head(self.conv(t).flatten(1)).view(x.shape[0], self.tokens, self.dim)
+
+
+class DIFPModel(nn.Module):
+    """All trained parts plus the statistics the method needs (embedding normalisation, surrogate distribution)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.vae = build_vae(cfg)
+        self.unet = build_unet(cfg)
+        self.id_proj = IdentityProjector(cfg)
+        self.style_enc = StyleEncoder(cfg)
+        self.null_id = nn.Parameter(torch.randn(1, cfg.id_tokens, cfg.token_dim) * 0.02)
+        self.null_sty = nn.Parameter(torch.randn(1, cfg.style_tokens, cfg.token_dim) * 0.02)
+        # identity-embedding statistics of the training set: standardisation and the surrogate distribution
+        self.register_buffer("id_mean", torch.zeros(cfg.id_dim))
+        self.register_buffer("id_std", torch.ones(cfg.id_dim))
+        self.register_buffer("id_chol", torch.eye(cfg.id_dim) * 0.1)
+        self.register_buffer("trained", torch.zeros((), dtype=torch.uint8))
+
+    # ---- conditions
+    def id_tokens(self, id_codes: torch.Tensor) -> torch.Tensor:
+        return self.id_proj((id_codes - self.id_mean) / self.id_std)
+
+    def style_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        return self.style_enc(x)
+
+    def context(self, id_tok: torch.Tensor | None, sty_tok: torch.Tensor | None, n: int) -> torch.Tensor:
+        """Cross-attention context [n, id_tokens + style_tokens, D]; ``None`` stands for the null token."""
+        i = self.null_id.expand(n, -1, -1) if id_tok is None else id_tok
+        s = self.null_sty.expand(n, -1, -1) if sty_tok is None else sty_tok
+        return torch.cat([i, s], dim=1)
+
+    # ---- latent space
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vae.encode(x).latent_dist.mean * self.cfg.latent_scale
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(z / self.cfg.latent_scale).sample.clamp(-1, 1)
+
+    def eps(self, z: torch.Tensor, t: torch.Tensor | int, ctx: torch.Tensor) -> torch.Tensor:
+        if not torch.is_tensor(t):
+            t = torch.full((z.shape[0],), int(t), device=z.device, dtype=torch.long)
+        return self.unet(z, t, encoder_hidden_states=ctx).sample
+
+    # ---- persistence
+    def save(self, directory: str | Path, half: bool = True) -> None:
+        from safetensors.torch import save_file
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        sd = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in self.state_dict().items()}
+        save_file(sd, str(d / WEIGHTS_FILE))
+        (d / CONFIG_FILE).write_text(self.cfg.to_json())
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> "DIFPModel":
+        from safetensors.torch import load_file
+
+        d = Path(directory)
+        if not (d / CONFIG_FILE).is_file() or not (d / WEIGHTS_FILE).is_file():
+            raise FileNotFoundError(f"no DIFP model in {d} (expected {CONFIG_FILE} and {WEIGHTS_FILE})")
+        model = cls(ModelConfig.load(d / CONFIG_FILE))
+        sd = load_file(str(d / WEIGHTS_FILE))
+        sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+        model.load_state_dict(sd)
+        return model.to(device).eval()
+
+    @property
+    def is_trained(self) -> bool:
+        return bool(self.trained.item())
+
+
+def default_model_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "weights" / "default"
+
+
+def load_default(device: str | torch.device = "cpu") -> DIFPModel:
+    d = default_model_dir()
+    if not (d / CONFIG_FILE).is_file():
+        raise FileNotFoundError(
+            f"the default DIFP weights are not installed ({d}); train a model with `difp-stream train` "
+            "and pass it with --model DIR"
+        )
+    return DIFPModel.load(d, device)
+
+
+def param_count(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())

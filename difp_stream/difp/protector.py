@@ -1,0 +1,195 @@
+"""``Protector``: batched DIFP protection and recovery of aligned face crops (no video or file knowledge)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .config import SamplingConfig
+from .guidance import dual_guidance
+from .models import DIFPModel
+from .realism import adaptive_g, cutoff_size, global_ssim, realism_step
+from .schedule import FewStepDDIM, make_scheduler
+from .surrogate import sample_surrogates
+
+
+@dataclass
+class FaceKey:
+    """What recovers one protected face (the paper's key ``(F_i, F_e)`` plus a latent correction).
+
+    ``z_ts``: the DDIM-inverted latent at ``t_s``; ``id_code`` / ``style``: the original's conditions;
+    ``correction``: ``z0 - recovered(z_ts)``, so recovery is as faithful as the VAE; ``steps`` / ``strength``:
+    the schedule the key was made with."""
+
+    z_ts: np.ndarray  # float16 [C, h, w]
+    correction: np.ndarray  # float16 [C, h, w]
+    id_code: np.ndarray  # float16 [id_dim]
+    style: np.ndarray  # float16 [style_tokens, token_dim]
+    steps: int
+    strength: float
+
+
+@dataclass
+class ProtectResult:
+    crops: np.ndarray  # uint8 [N, R, R, 3]
+    keys: list[FaceKey] | None
+    surrogates: np.ndarray  # float32 [N, id_dim]
+
+
+def to_tensor(crops: np.ndarray, resolution: int, device) -> torch.Tensor:
+    """uint8 RGB ``[N, R, R, 3]`` -> float ``[N, 3, R, R]`` in [-1, 1], with clear errors on bad input."""
+    if not isinstance(crops, np.ndarray):
+        raise TypeError(f"crops must be a numpy array, got {type(crops).__name__}")
+    if crops.dtype != np.uint8:
+        raise TypeError(f"crops must be uint8 RGB, got dtype {crops.dtype}")
+    if crops.ndim != 4 or crops.shape[1:] != (resolution, resolution, 3):
+        raise ValueError(f"crops must have shape [N, {resolution}, {resolution}, 3], got {list(crops.shape)}")
+    if crops.shape[0] == 0:
+        raise ValueError("crops is an empty batch")
+    t = torch.from_numpy(np.ascontiguousarray(crops)).to(device).permute(0, 3, 1, 2).float()
+    return t / 127.5 - 1.0
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _seed_list(seeds: int | Sequence[int], n: int) -> list[int]:
+    if isinstance(seeds, (int, np.integer)):
+        return [int(seeds) + i for i in range(n)]
+    seeds = [int(s) for s in seeds]
+    if len(seeds) != n:
+        raise ValueError(f"need {n} seeds (one per crop), got {len(seeds)}")
+    return seeds
+
+
+def _noise(seeds: list[int], shape: tuple, device, salt: int) -> torch.Tensor:
+    out = []
+    for s in seeds:
+        g = torch.Generator().manual_seed((int(s) * 1_000_003 + salt) & 0xFFFF_FFFF_FFFF)
+        out.append(torch.randn(shape, generator=g))
+    return torch.stack(out).to(device)
+
+
+class Protector:
+    """Protect and recover aligned crops with a DIFP model.
+
+    ``identity_encoder`` (optional): a callable uint8 crops -> float ``[N, id_dim]`` recognition embeddings, used
+    when ``protect`` is not given the originals' identity codes (the video pipeline computes them once per track)."""
+
+    def __init__(self, model: DIFPModel, sampling: SamplingConfig | None = None, device: str | None = None,
+                 identity_encoder: Callable[[np.ndarray], np.ndarray] | None = None):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+        self.sampling = sampling or SamplingConfig()
+        self.ddim = FewStepDDIM(make_scheduler(model.cfg))
+        self.identity_encoder = identity_encoder
+        self.resolution = model.cfg.resolution
+
+    # ------------------------------------------------------------------ helpers
+    def _id_codes(self, crops: np.ndarray, id_codes) -> torch.Tensor:
+        if id_codes is None:
+            if self.identity_encoder is None:
+                raise ValueError("no id_codes given and this Protector has no identity_encoder")
+            id_codes = self.identity_encoder(crops)
+        t = torch.as_tensor(np.asarray(id_codes, dtype=np.float32), device=self.device)
+        if t.ndim != 2 or t.shape != (crops.shape[0], self.model.cfg.id_dim):
+            raise ValueError(f"id_codes must have shape [{crops.shape[0]}, {self.model.cfg.id_dim}], got {list(t.shape)}")
+        return t
+
+    def _h(self, size: int, g: float | torch.Tensor):
+        s = self.sampling
+        if torch.is_tensor(g):
+            return torch.tensor([cutoff_size(float(v), size, s.realism_k) for v in g], device=g.device)
+        return cutoff_size(g, size, s.realism_k)
+
+    # ------------------------------------------------------------------ API
+    @torch.no_grad()
+    def protect(self, crops: np.ndarray, seeds: int | Sequence[int] = 0, id_codes=None, keys: bool = True,
+                surrogates=None) -> ProtectResult:
+        """Replace each crop's face by a face of a surrogate identity; return the protected crops and, when
+        ``keys``, one :class:`FaceKey` per crop. ``surrogates`` (optional ``[N, id_dim]``) overrides the draw
+        (the video pipeline keeps one per track)."""
+        s, m = self.sampling, self.model
+        x = to_tensor(crops, self.resolution, self.device)
+        n = x.shape[0]
+        seeds = _seed_list(seeds, n)
+        ids = self._id_codes(crops, id_codes)
+        if surrogates is None:
+            sur = sample_surrogates(ids, seeds, m.id_mean, m.id_chol, s.min_surrogate_distance)
+        else:
+            sur = torch.as_tensor(np.asarray(surrogates, dtype=np.float32), device=self.device)
+            if sur.shape != ids.shape:
+                raise ValueError(f"surrogates must have shape {list(ids.shape)}, got {list(sur.shape)}")
+
+        z0 = m.encode(x)
+        id_tok, sty_tok, sur_tok = m.id_tokens(ids), m.style_tokens(x), m.id_tokens(sur)
+        ctx_full = m.context(id_tok, sty_tok, n)
+        ts = self.ddim.timesteps(s.steps, s.strength)
+        ref_noise = _noise(seeds, tuple(z0.shape[1:]), self.device, salt=1)
+
+        if keys:  # the key: deterministic DDIM inversion under the original's own conditions
+            z = z0
+            for t, t_up in zip(ts[::-1][:-1], ts[::-1][1:]):
+                z = self.ddim.step(z, m.eps(z, t, ctx_full), t, t_up)
+            z_ts = z
+        else:  # irreversible: plain forward noising is enough and saves the inversion
+            z_ts = self.ddim.add_noise(z0, ref_noise, ts[0])
+
+        # one U-Net call per step: [uncond | surrogate id | style] (+ [full conditions] to check recovery)
+        ctx = [m.context(None, None, n), m.context(sur_tok, None, n), m.context(None, sty_tok, n)]
+        if keys:
+            ctx.append(ctx_full)
+        ctx = torch.cat(ctx)
+        size = z0.shape[-1]
+        h_fixed = self._h(size, s.g_rea)
+        z_p, z_r = z_ts, z_ts
+        for t, t_next in zip(ts[:-1], ts[1:]):
+            zin = torch.cat([z_p] * 3 + ([z_r] if keys else []))
+            e = m.eps(zin, t, ctx).chunk(4 if keys else 3)
+            eps = dual_guidance(e[0], e[1], e[2], s.s_id, s.s_sty)
+            ref = self.ddim.add_noise(z0, ref_noise, t_next) if t_next > 0 else z0
+            h = h_fixed
+            if s.adaptive_realism:
+                h = self._h(size, adaptive_g(global_ssim(self.ddim.predict_x0(z_p, eps, t), z0)))
+            z_p = realism_step(self.ddim.step(z_p, eps, t, t_next), ref, h)
+            if keys:
+                z_r = self.ddim.step(z_r, e[3], t, t_next)
+
+        out = to_uint8(m.decode(z_p))
+        key_list = None
+        if keys:
+            half = lambda a: a.detach().to(torch.float16).cpu().numpy()  # noqa: E731
+            corr = z0 - z_r
+            key_list = [FaceKey(half(z_ts[i]), half(corr[i]), half(ids[i]), half(sty_tok[i]), s.steps, s.strength)
+                        for i in range(n)]
+        return ProtectResult(out, key_list, sur.float().cpu().numpy())
+
+    @torch.no_grad()
+    def recover_latents(self, keys: Sequence[FaceKey]) -> torch.Tensor:
+        if len(keys) == 0:
+            raise ValueError("no keys to recover")
+        m = self.model
+        f = lambda name: torch.as_tensor(np.stack([getattr(k, name) for k in keys]), device=self.device).float()  # noqa: E731
+        z, corr, ids, sty = f("z_ts"), f("correction"), f("id_code"), f("style")
+        out = torch.empty_like(z)
+        # keys made with different schedules are recovered group by group
+        groups: dict[tuple[int, float], list[int]] = {}
+        for i, k in enumerate(keys):
+            groups.setdefault((int(k.steps), float(k.strength)), []).append(i)
+        for (steps, strength), idx in groups.items():
+            zi = z[idx]
+            ctx = m.context(m.id_tokens(ids[idx]), sty[idx], len(idx))
+            ts = self.ddim.timesteps(steps, strength)
+            for t, t_next in zip(ts[:-1], ts[1:]):
+                zi = self.ddim.step(zi, m.eps(zi, t, ctx), t, t_next)
+            out[idx] = zi + corr[idx]
+        return out
+
+    @torch.no_grad()
+    def recover(self, keys: Sequence[FaceKey]) -> np.ndarray:
+        """Original crops (uint8 ``[N, R, R, 3]``) from their keys: DDIM from ``z_ts`` under the original's
+        conditions back to 0, plus the stored correction, decoded."""
+        return to_uint8(self.model.decode(self.recover_latents(keys)))

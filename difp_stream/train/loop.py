@@ -1,0 +1,282 @@
+"""Two-stage DIFP training: the VAE, then the U-Net with full conditions (Eq. 9), then with conditions dropped to
+the null tokens (Eq. 11). Resumable: one checkpoint file holds the phase, the step, the weights and the optimizer."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..difp.config import ModelConfig
+from ..difp.models import DIFPModel
+from ..difp.schedule import make_scheduler
+from .data import FaceSet
+
+PHASES = ("vae", "unet1", "unet2", "done")
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class TrainConfig:
+    vae_steps: int = 6000
+    stage1_steps: int = 2000
+    stage2_steps: int = 6000
+    batch_vae: int = 32
+    batch_unet: int = 64
+    lr_vae: float = 5e-4
+    lr_unet: float = 3e-4
+    weight_decay: float = 1e-3  # the paper's
+    drop: float = 0.4  # stage 2: probability of replacing each condition by its null token (paper ~40%)
+    kl_weight: float = 1e-6
+    same_photo_identity: float = 0.5  # share of samples whose identity code comes from the same photo
+    checkpoint_seconds: float = 300.0
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of two batches in [-1, 1]."""
+    mse = F.mse_loss((a + 1) / 2, (b + 1) / 2).item()
+    return 10 * math.log10(1.0 / max(mse, 1e-12))
+
+
+def _to_x(images: np.ndarray, device) -> torch.Tensor:
+    return torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def fit_identity_stats(model: DIFPModel, desc: np.ndarray) -> None:
+    """Standardisation of the embeddings and the surrogate Gaussian (mean + Cholesky factor of the covariance)."""
+    d = torch.from_numpy(desc.astype(np.float64))
+    mean, std = d.mean(0), d.std(0).clamp_min(1e-6)
+    cov = torch.cov(d.T) + 1e-6 * torch.eye(d.shape[1], dtype=torch.float64)
+    model.id_mean.copy_(mean.float())
+    model.id_std.copy_(std.float())
+    model.id_chol.copy_(torch.linalg.cholesky(cov).float())
+
+
+class Trainer:
+    def __init__(self, data: FaceSet, out_dir: str | Path, model_cfg: ModelConfig | None = None,
+                 train_cfg: TrainConfig | None = None, device: str = "cpu", eval_data: FaceSet | None = None,
+                 init_model: str | Path | None = None, log: Callable[[str], None] = print, progress: bool = True):
+        if data.descriptors is None:
+            raise ValueError("training needs identity descriptors (dlib_descriptors.npy beside manifest.tsv)")
+        self.data, self.eval_data = data, eval_data
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.device = torch.device(device)
+        self.log, self.progress = log, progress
+        ckpt_path = self.out / CHECKPOINT
+        if ckpt_path.is_file():  # resume
+            ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            self.mcfg = ModelConfig.from_dict(ck["model_cfg"])
+            self.tcfg = TrainConfig.from_dict({**ck["train_cfg"], **({} if train_cfg is None else _overrides(train_cfg))})
+            self.model = DIFPModel(self.mcfg)
+            self.model.load_state_dict(ck["model"])
+            self.phase, self.step = ck["phase"], ck["step"]
+            self._opt_state = ck.get("opt")
+            log(f"resumed {ckpt_path}: phase {self.phase}, step {self.step}")
+        else:
+            self.tcfg = train_cfg or TrainConfig()
+            if init_model:
+                self.model = DIFPModel.load(init_model)
+                self.mcfg = self.model.cfg
+            else:
+                self.mcfg = model_cfg or ModelConfig()
+                self.model = DIFPModel(self.mcfg)
+                fit_identity_stats(self.model, data.descriptors)
+            self.phase, self.step, self._opt_state = "vae", 0, None
+        if data.images.shape[1] != self.mcfg.resolution:
+            raise ValueError(f"data resolution {data.images.shape[1]} != model resolution {self.mcfg.resolution}")
+        self.model.to(self.device)
+        self.sched = make_scheduler(self.mcfg)
+        self.rng = np.random.default_rng(self.tcfg.seed + self.step + 7919 * PHASES.index(self.phase))
+        self.history: list[dict] = []
+        # photos of the same person, for identity codes taken from another photo
+        by_id: dict[int, list[int]] = {}
+        for i, k in enumerate(data.identities):
+            by_id.setdefault(int(k), []).append(i)
+        self.same_person = [by_id[int(k)] for k in data.identities]
+
+    # ---------------------------------------------------------------- persistence
+    def save(self, opt: torch.optim.Optimizer | None) -> None:
+        ck = {"phase": self.phase, "step": self.step, "model": self.model.state_dict(),
+              "opt": opt.state_dict() if opt is not None else None,
+              "model_cfg": json.loads(self.mcfg.to_json()), "train_cfg": asdict(self.tcfg)}
+        tmp = self.out / (CHECKPOINT + ".tmp")
+        torch.save(ck, tmp)
+        tmp.replace(self.out / CHECKPOINT)
+        self.model.save(self.out / "model")  # fp16 inference copy, loadable with --model
+        with (self.out / "history.jsonl").open("a") as f:
+            for h in self.history:
+                f.write(json.dumps(h) + "\n")
+        self.history.clear()
+
+    # ---------------------------------------------------------------- phases
+    def run(self) -> DIFPModel:
+        while self.phase != "done":
+            if self.phase == "vae":
+                self._train_vae()
+                self._next_phase("unet1")
+            elif self.phase in ("unet1", "unet2"):
+                self._train_unet(stage=1 if self.phase == "unet1" else 2)
+                self._next_phase("unet2" if self.phase == "unet1" else "done")
+        self.model.trained.fill_(1)
+        self.save(None)
+        return self.model
+
+    def _next_phase(self, phase: str) -> None:
+        self.phase, self.step, self._opt_state = phase, 0, None
+        self.save(None)
+
+    def _optimizer(self, params, lr):
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=self.tcfg.weight_decay)
+        if self._opt_state is not None:
+            try:
+                opt.load_state_dict(self._opt_state)
+            except ValueError:
+                self.log("optimizer state does not match; starting a fresh optimizer")
+            self._opt_state = None
+        return opt
+
+    def _lr(self, base: float, total: int) -> float:
+        warm = min(200, total // 10 + 1)
+        if self.step < warm:
+            return base * (self.step + 1) / warm
+        return base * 0.5 * (1 + math.cos(math.pi * min(1.0, (self.step - warm) / max(1, total - warm))))
+
+    def _batch_idx(self, b: int) -> np.ndarray:
+        return self.rng.integers(0, len(self.data.images), b)
+
+    def _flip(self, x: torch.Tensor) -> torch.Tensor:
+        mask = torch.from_numpy(self.rng.random(x.shape[0]) < 0.5).to(x.device)
+        return torch.where(mask[:, None, None, None], x.flip(-1), x)
+
+    def _train_vae(self) -> None:
+        total, vae = self.tcfg.vae_steps, self.model.vae
+        vae.train()
+        opt = self._optimizer(vae.parameters(), self.tcfg.lr_vae)
+        last = time.time()
+        bar = tqdm(total=total, initial=self.step, desc="VAE", disable=not self.progress, dynamic_ncols=True)
+        while self.step < total:
+            for g in opt.param_groups:
+                g["lr"] = self._lr(self.tcfg.lr_vae, total)
+            x = self._flip(_to_x(self.data.images[self._batch_idx(self.tcfg.batch_vae)], self.device))
+            post = vae.encode(x).latent_dist
+            y = vae.decode(post.sample()).sample
+            rec = F.l1_loss(y, x) + F.mse_loss(y, x)
+            kl = post.kl().mean() / x[0].numel()
+            loss = rec + self.tcfg.kl_weight * kl
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            opt.step()
+            self.step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{psnr(y.detach(), x):.1f}")
+            if time.time() - last > self.tcfg.checkpoint_seconds or self.step == total:
+                self.history.append({"phase": "vae", "step": self.step, "loss": loss.item(), **self.eval_vae()})
+                self.log(json.dumps(self.history[-1]))
+                self.save(opt)
+                last = time.time()
+        bar.close()
+        vae.eval()
+        self._set_latent_scale()
+
+    @torch.no_grad()
+    def eval_vae(self, n: int = 256) -> dict:
+        data = self.eval_data or self.data
+        vae = self.model.vae
+        was = vae.training
+        vae.eval()
+        x = _to_x(data.images[:n], self.device)
+        y = torch.cat([vae.decode(vae.encode(c).latent_dist.mean).sample for c in x.split(64)]).clamp(-1, 1)
+        vae.train(was)
+        return {"eval_psnr": round(psnr(y, x), 3)}
+
+    @torch.no_grad()
+    def _set_latent_scale(self) -> None:
+        self.mcfg.latent_scale = 1.0
+        x = _to_x(self.data.images[self.rng.integers(0, len(self.data.images), 512)], self.device)
+        z = torch.cat([self.model.encode(c) for c in x.split(64)])
+        self.mcfg.latent_scale = float(1.0 / z.std().item())
+        self.log(f"latent scale set to {self.mcfg.latent_scale:.4f}")
+
+    @torch.no_grad()
+    def _latents(self) -> torch.Tensor:
+        m, out = self.model, []
+        bar = tqdm(total=len(self.data.images), desc="caching latents", disable=not self.progress, dynamic_ncols=True)
+        for i in range(0, len(self.data.images), 128):
+            out.append(m.encode(_to_x(self.data.images[i:i + 128], self.device)).cpu())
+            bar.update(len(out[-1]))
+        bar.close()
+        return torch.cat(out)
+
+    def _train_unet(self, stage: int) -> None:
+        total = self.tcfg.stage1_steps if stage == 1 else self.tcfg.stage2_steps
+        m = self.model
+        m.vae.requires_grad_(False)
+        params = [p for n, p in m.named_parameters() if not n.startswith("vae.")]
+        opt = self._optimizer(params, self.tcfg.lr_unet)
+        lat = self._latents()
+        desc = torch.from_numpy(self.data.descriptors)
+        ac = self.sched.alphas_cumprod.to(self.device)
+        m.unet.train(), m.id_proj.train(), m.style_enc.train()
+        last = time.time()
+        bar = tqdm(total=total, initial=self.step, desc=f"U-Net stage {stage}", disable=not self.progress,
+                   dynamic_ncols=True)
+        b = self.tcfg.batch_unet
+        while self.step < total:
+            for g in opt.param_groups:
+                g["lr"] = self._lr(self.tcfg.lr_unet, total)
+            idx = self._batch_idx(b)
+            flip = torch.from_numpy(self.rng.random(b) < 0.5).to(self.device)[:, None, None, None]
+            z0 = lat[idx].to(self.device)
+            z0 = torch.where(flip, z0.flip(-1), z0)
+            x = _to_x(self.data.images[idx], self.device)
+            x = torch.where(flip, x.flip(-1), x)
+            other = [i if self.rng.random() < self.tcfg.same_photo_identity else int(self.rng.choice(self.same_person[i]))
+                     for i in idx]
+            id_tok = m.id_tokens(desc[other].to(self.device))
+            sty_tok = m.style_tokens(x)
+            if stage == 2:
+                drop_id = torch.from_numpy(self.rng.random(b) < self.tcfg.drop).to(self.device)[:, None, None]
+                drop_sty = torch.from_numpy(self.rng.random(b) < self.tcfg.drop).to(self.device)[:, None, None]
+                id_tok = torch.where(drop_id, m.null_id.expand(b, -1, -1), id_tok)
+                sty_tok = torch.where(drop_sty, m.null_sty.expand(b, -1, -1), sty_tok)
+            t = torch.from_numpy(self.rng.integers(0, self.mcfg.train_timesteps, b)).to(self.device)
+            noise = torch.randn_like(z0)
+            a = ac[t][:, None, None, None]
+            zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
+            pred = m.unet(zt, t, encoder_hidden_states=m.context(id_tok, sty_tok, b)).sample
+            loss = F.mse_loss(pred, noise)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            self.step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            if time.time() - last > self.tcfg.checkpoint_seconds or self.step == total:
+                self.history.append({"phase": f"unet{stage}", "step": self.step, "loss": loss.item()})
+                self.log(json.dumps(self.history[-1]))
+                self.save(opt)
+                last = time.time()
+        bar.close()
+        m.eval()
+
+
+def _overrides(cfg: TrainConfig) -> dict:
+    """Fields of ``cfg`` that differ from the defaults (so a resume keeps the checkpoint's other settings)."""
+    base = TrainConfig()
+    return {k: v for k, v in asdict(cfg).items() if getattr(base, k) != v}

@@ -1,0 +1,42 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from difp_stream.difp import DIFPModel, ModelConfig
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+FACES = SHARED / "data" / "faces"
+VIDEOS = SHARED / "data" / "videos"
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def tiny_config(**kw) -> ModelConfig:
+    base = dict(resolution=32, vae_channels=(16, 32), latent_channels=4, unet_channels=(16, 32),
+                unet_attn_levels=(False, True), unet_head_dim=16, token_dim=32, style_input=8)
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> DIFPModel:
+    """A small randomly initialised model (nothing here pretends to be trained)."""
+    torch.manual_seed(0)
+    return DIFPModel(tiny_config()).eval()
+
+
+@pytest.fixture
+def crops() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+
+
+@pytest.fixture
+def id_codes() -> np.ndarray:
+    return (np.random.default_rng(1).normal(size=(3, 128)) * 0.1).astype(np.float32)
+
+
+def needs(path: Path):
+    return pytest.mark.skipif(not path.exists(), reason=f"{path} not present")

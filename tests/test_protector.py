@@ -1,0 +1,112 @@
+import numpy as np
+import pytest
+import torch
+
+from difp_stream.difp import Protector, SamplingConfig
+from difp_stream.difp.protector import to_tensor
+
+
+def _psnr(a, b):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 10 * np.log10(255.0**2 / max(mse, 1e-12))
+
+
+@pytest.fixture
+def protector(tiny_model):
+    return Protector(tiny_model, SamplingConfig(), device="cpu")
+
+
+def test_protect_shapes_and_keys(protector, crops, id_codes):
+    r = protector.protect(crops, seeds=[1, 2, 3], id_codes=id_codes)
+    assert r.crops.shape == crops.shape and r.crops.dtype == np.uint8
+    assert len(r.keys) == 3
+    k = r.keys[0]
+    assert k.z_ts.dtype == np.float16 and k.z_ts.shape == (4, 16, 16)
+    assert k.id_code.shape == (128,) and k.style.shape == (2, 32)
+    assert (k.steps, k.strength) == (4, 0.8)
+
+
+def test_recovery_round_trip_reconstructs_latent_and_crop(protector, tiny_model, crops, id_codes):
+    r = protector.protect(crops, seeds=5, id_codes=id_codes)
+    z0 = tiny_model.encode(to_tensor(crops, 32, "cpu")).detach()
+    z_rec = protector.recover_latents(r.keys)
+    # the stored correction is fp16: the latent comes back to within fp16 rounding
+    assert (z_rec - z0).abs().max().item() < 2e-2
+    vae_only = ((tiny_model.decode(z0).detach() + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    assert _psnr(protector.recover(r.keys), vae_only) > 40.0
+
+
+def test_recovery_without_correction_is_only_approximate(protector, crops, id_codes):
+    # the few-step inversion alone is not exact; the correction is what makes recovery as good as the VAE
+    r = protector.protect(crops, seeds=5, id_codes=id_codes)
+    exact = protector.recover_latents(r.keys)
+    for k in r.keys:
+        k.correction = np.zeros_like(k.correction)
+    approx = protector.recover_latents(r.keys)
+    assert (approx - exact).abs().max().item() > 1e-3
+
+
+def test_batch_equals_per_item(protector, crops, id_codes):
+    seeds = [11, 12, 13]
+    batch = protector.protect(crops, seeds=seeds, id_codes=id_codes)
+    for i in range(3):
+        one = protector.protect(crops[i:i + 1], seeds=[seeds[i]], id_codes=id_codes[i:i + 1])
+        assert np.abs(one.crops[0].astype(int) - batch.crops[i].astype(int)).max() <= 1
+        assert np.allclose(one.keys[0].z_ts, batch.keys[i].z_ts, atol=1e-2)
+        assert np.allclose(one.surrogates[0], batch.surrogates[i])
+
+
+def test_same_seed_same_output_different_seed_different_surrogate(protector, crops, id_codes):
+    a = protector.protect(crops, seeds=7, id_codes=id_codes, keys=False)
+    b = protector.protect(crops, seeds=7, id_codes=id_codes, keys=False)
+    c = protector.protect(crops, seeds=8, id_codes=id_codes, keys=False)
+    assert np.array_equal(a.crops, b.crops) and np.array_equal(a.surrogates, b.surrogates)
+    assert not np.allclose(a.surrogates, c.surrogates)
+    assert not np.array_equal(a.crops, c.crops)
+
+
+def test_surrogate_is_far_from_original(protector, crops, id_codes):
+    r = protector.protect(crops, seeds=3, id_codes=id_codes, keys=False)
+    d = np.linalg.norm(r.surrogates - id_codes, axis=1)
+    assert (d >= protector.sampling.min_surrogate_distance).all()
+
+
+def test_bad_inputs_raise_clear_errors(protector, crops, id_codes):
+    with pytest.raises(ValueError, match="shape"):
+        protector.protect(crops[:, :16], id_codes=id_codes)
+    with pytest.raises(TypeError, match="uint8"):
+        protector.protect(crops.astype(np.float32), id_codes=id_codes)
+    with pytest.raises(ValueError, match="empty"):
+        protector.protect(crops[:0], id_codes=id_codes[:0])
+    with pytest.raises(TypeError, match="numpy"):
+        protector.protect(torch.zeros(1, 32, 32, 3), id_codes=id_codes[:1])
+    with pytest.raises(ValueError, match="id_codes"):
+        protector.protect(crops, id_codes=id_codes[:2])
+    with pytest.raises(ValueError, match="seeds"):
+        protector.protect(crops, seeds=[1], id_codes=id_codes)
+    with pytest.raises(ValueError, match="identity_encoder"):
+        protector.protect(crops)
+    with pytest.raises(ValueError, match="no keys"):
+        protector.recover([])
+    with pytest.raises(ValueError, match="steps"):
+        SamplingConfig(steps=0)
+
+
+def test_adaptive_realism_and_schedules_recover(tiny_model, crops, id_codes):
+    p = Protector(tiny_model, SamplingConfig(steps=2, strength=0.5, adaptive_realism=True), device="cpu")
+    r = p.protect(crops, seeds=1, id_codes=id_codes)
+    # keys carry their own schedule: a protector with other settings still recovers them
+    q = Protector(tiny_model, SamplingConfig(steps=6), device="cpu")
+    assert np.abs(q.recover(r.keys).astype(int) - p.recover(r.keys).astype(int)).max() <= 1
+
+
+def test_model_save_load_round_trip(tmp_path, tiny_model, crops, id_codes):
+    from difp_stream.difp import DIFPModel
+
+    tiny_model.save(tmp_path / "m")
+    loaded = DIFPModel.load(tmp_path / "m")
+    a = Protector(tiny_model, device="cpu").protect(crops, seeds=1, id_codes=id_codes, keys=False).crops
+    b = Protector(loaded, device="cpu").protect(crops, seeds=1, id_codes=id_codes, keys=False).crops
+    assert _psnr(a, b) > 35  # fp16 storage
+    with pytest.raises(FileNotFoundError, match="no DIFP model"):
+        DIFPModel.load(tmp_path / "nothing")
