@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+from .commands import EXIT_INTERRUPTED, EXIT_OK
 
 
 def _train_parser() -> argparse.ArgumentParser:

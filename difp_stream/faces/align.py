@@ -1,0 +1,103 @@
+"""The alignment template, crops, and pasting a crop back into the frame (feathered mask, colour matching)."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# The 5-point ArcFace 112x112 template shifted by +8 px into a 128x128 canvas (the training data's template):
+# left eye, right eye, nose tip, left mouth corner, right mouth corner.
+TEMPLATE_128 = np.array([[46.2946, 59.6963], [81.5318, 59.5014], [64.0252, 79.7366],
+                         [49.5493, 100.3655], [78.7299, 100.2041]], np.float32)
+
+
+def template(size: int) -> np.ndarray:
+    return TEMPLATE_128 * (size / 128.0)
+
+
+def similarity(landmarks: np.ndarray, size: int) -> np.ndarray:
+    """2x3 similarity transform (rotation, uniform scale, translation) taking the 5 landmarks onto the template."""
+    m, _ = cv2.estimateAffinePartial2D(np.asarray(landmarks, np.float32).reshape(5, 2), template(size),
+                                       method=cv2.LMEDS)
+    if m is None or not np.isfinite(m).all():
+        raise ValueError("cannot align: degenerate landmarks")
+    return m
+
+
+def crop(frame: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
+    return cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_AREA if _scale(m) < 1 else cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REFLECT101)
+
+
+def _scale(m: np.ndarray) -> float:
+    return float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+
+
+_MASKS: dict[tuple[int, float], np.ndarray] = {}
+
+
+def feather_mask(size: int, margin: float = 0.12) -> np.ndarray:
+    """float32 [size, size] in [0, 1]: 1 in the middle of the crop, falling smoothly to 0 at its border."""
+    key = (size, margin)
+    if key not in _MASKS:
+        c = (np.arange(size, dtype=np.float32) + 0.5) / size
+        edge = np.minimum(c, 1 - c) / margin  # 0 at the border, 1 at `margin` inside
+        ramp = np.clip(edge, 0, 1)
+        ramp = ramp * ramp * (3 - 2 * ramp)  # smoothstep
+        _MASKS[key] = np.outer(ramp, ramp)
+    return _MASKS[key]
+
+
+def roi_of(m: np.ndarray, size: int, shape: tuple[int, int], pad: int = 2) -> tuple[int, int, int, int] | None:
+    """Bounding box (x0, y0, x1, y1) in the frame of the crop square, clipped; None if outside the frame."""
+    inv = cv2.invertAffineTransform(m)
+    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float32) @ inv.T
+    x0, y0 = np.floor(corners.min(0)).astype(int) - pad
+    x1, y1 = np.ceil(corners.max(0)).astype(int) + pad
+    h, w = shape
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return int(x0), int(y0), int(x1), int(y1)
+
+
+def match_colour(src: np.ndarray, ref: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Shift/scale each channel of ``src`` so its weighted mean and std match ``ref`` (no seam in tone)."""
+    w = weight[..., None] / max(weight.sum(), 1e-6)
+    s, r = src.astype(np.float32), ref.astype(np.float32)
+    ms, mr = (s * w).sum((0, 1)), (r * w).sum((0, 1))
+    ss = np.sqrt(((s - ms) ** 2 * w).sum((0, 1))) + 1e-3
+    sr = np.sqrt(((r - mr) ** 2 * w).sum((0, 1))) + 1e-3
+    gain = np.clip(sr / ss, 0.7, 1.4)
+    return np.clip((s - ms) * gain + mr, 0, 255)
+
+
+def paste(frame: np.ndarray, face: np.ndarray, m: np.ndarray, original: np.ndarray | None = None,
+          margin: float = 0.12) -> None:
+    """Warp the crop ``face`` (aligned by ``m``) back into ``frame`` in place, with a feathered mask; when the
+    original crop is given, the face's colours are matched to it first."""
+    size = face.shape[0]
+    box = roi_of(m, size, frame.shape[:2])
+    if box is None:
+        return
+    x0, y0, x1, y1 = box
+    mask = feather_mask(size, margin)
+    src = match_colour(face, original, mask) if original is not None else face.astype(np.float32)
+    inv = cv2.invertAffineTransform(m)
+    inv[:, 2] -= (x0, y0)
+    dsize = (x1 - x0, y1 - y0)
+    warped = cv2.warpAffine(src, inv, dsize, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    alpha = cv2.warpAffine(mask, inv, dsize, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)[..., None]
+    roi = frame[y0:y1, x0:x1].astype(np.float32)
+    frame[y0:y1, x0:x1] = np.clip(roi * (1 - alpha) + warped * alpha + 0.5, 0, 255).astype(np.uint8)
+
+
+def obscure(frame: np.ndarray, m: np.ndarray, size: int = 128, margin: float = 0.08) -> None:
+    """Fail-closed cover: pixelate and blur the aligned face region of ``frame`` in place (nothing recognisable
+    survives: the face becomes a 6x6 mosaic, smoothed)."""
+    box = roi_of(m, size, frame.shape[:2])
+    if box is None:
+        return
+    face = crop(frame, m, size)
+    tiny = cv2.resize(face, (6, 6), interpolation=cv2.INTER_AREA)
+    cover = cv2.GaussianBlur(cv2.resize(tiny, (size, size), interpolation=cv2.INTER_LINEAR), (0, 0), size / 16)
+    paste(frame, cover, m, None, margin)

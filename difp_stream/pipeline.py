@@ -1,0 +1,140 @@
+"""The frame loop's per-frame work: detect -> track -> align -> protect (batched) -> paste back, fail-closed.
+
+``FaceProtector`` is the frame-level API for library use: ``process(frame_index, rgb) -> rgb``."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from .difp import Protector
+from .faces import align
+from .faces.detect import Detector
+from .faces.track import Track, Tracker
+
+
+@dataclass
+class PipelineConfig:
+    seed: int = 0
+    detect_every: int = 1  # run the detector every N frames; track in between
+    threshold: float = 0.6  # detector score threshold
+    detect_size: int = 640  # frames are downscaled to this longest side for detection
+    min_face: int = 12  # ignore faces smaller than this (pixels)
+    max_misses: int = 12  # frames a track is kept (and covered) without a detection
+    identity_refresh: int = 0  # recompute a track's identity code every N frames (0: once per track)
+    keys: bool = False  # compute recovery keys (needs the keys module's writer)
+
+
+@dataclass
+class TrackState:
+    seed: int
+    id_code: np.ndarray
+    surrogate: np.ndarray | None = None
+    id_frame: int = 0
+
+
+@dataclass
+class Stats:
+    frames: int = 0
+    faces: int = 0  # face-frames covered
+    protected: int = 0  # face-frames replaced by DIFP
+    obscured: int = 0  # face-frames covered by the fail-closed blur
+    tracks: set = field(default_factory=set)
+
+
+class FaceProtector:
+    def __init__(self, protector: Protector, identity_encoder, cfg: PipelineConfig | None = None,
+                 detector: Detector | None = None, on_key=None, log=None):
+        self.p = protector
+        self.id_enc = identity_encoder
+        self.cfg = cfg or PipelineConfig()
+        self.detector = detector or Detector(self.cfg.threshold, max_side=self.cfg.detect_size,
+                                             min_size=self.cfg.min_face)
+        self.tracker = Tracker(max_misses=self.cfg.max_misses)
+        self.states: dict[int, TrackState] = {}
+        self.stats = Stats()
+        self.on_key = on_key  # callable(track_id, frame_index, transform, FaceKey)
+        self.log = log or (lambda m: print(f"warning: {m}", file=sys.stderr))
+        self._warned: set[str] = set()
+
+    def _warn_once(self, key: str, msg: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self.log(msg)
+
+    def tracks_for(self, index: int, frame: np.ndarray) -> list[Track]:
+        if index % max(1, self.cfg.detect_every) == 0:
+            return self.tracker.update(self.detector.detect([frame])[0], index)
+        return self.tracker.predict(index)
+
+    def process(self, index: int, frame: np.ndarray) -> np.ndarray:
+        """Protect every face of one RGB frame (a copy is returned)."""
+        out = frame.copy()
+        tracks = self.tracks_for(index, frame)
+        self.stats.frames += 1
+        if not tracks:
+            return out
+        res = self.p.resolution
+        todo = []  # (track, transform at model resolution, transform at 128)
+        for t in tracks:
+            box, lms = self.tracker.position(t)
+            self.stats.faces += 1
+            self.stats.tracks.add(t.id)
+            try:
+                m128 = align.similarity(lms, 128)
+            except ValueError:
+                self._cover_box(out, box)
+                continue
+            todo.append((t, m128))
+        if todo:
+            self._protect(index, frame, out, todo)
+        return out
+
+    def _cover_box(self, out: np.ndarray, box: np.ndarray) -> None:
+        x0, y0, x1, y1 = box
+        cx, cy, s = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0) * 1.2
+        m = np.array([[128 / s, 0, 64 - cx * 128 / s], [0, 128 / s, 64 - cy * 128 / s]], np.float32)
+        align.obscure(out, m, 128)
+        self.stats.obscured += 1
+
+    def _protect(self, index: int, frame: np.ndarray, out: np.ndarray, todo: list) -> None:
+        res = self.p.resolution
+        try:
+            crops128 = np.stack([align.crop(frame, m, 128) for _, m in todo])
+            crops = crops128 if res == 128 else np.stack(
+                [cv2.resize(c, (res, res), interpolation=cv2.INTER_AREA) for c in crops128])
+            for k, (t, _) in enumerate(todo):
+                st = self.states.get(t.id)
+                refresh = self.cfg.identity_refresh and st and index - st.id_frame >= self.cfg.identity_refresh
+                if st is None or refresh:
+                    code = self.id_enc(crops128[k:k + 1])[0]
+                    if st is None:
+                        self.states[t.id] = TrackState(seed=self.cfg.seed * 1_000_003 + t.id, id_code=code,
+                                                       id_frame=index)
+                    else:
+                        st.id_code, st.id_frame = code, index
+            states = [self.states[t.id] for t, _ in todo]
+            ids = np.stack([s.id_code for s in states])
+            seeds = [s.seed for s in states]
+            surs = [s.surrogate for s in states]
+            result = self.p.protect(crops, seeds=seeds, id_codes=ids, keys=self.cfg.keys,
+                                    surrogates=None if any(s is None for s in surs) else np.stack(surs))
+            for s, sur in zip(states, result.surrogates):
+                if s.surrogate is None:  # one fake person per track, for its whole life
+                    s.surrogate = sur
+        except Exception as e:  # fail closed: nothing passes through unprotected
+            self._warn_once(f"protect:{type(e).__name__}", f"protection failed ({type(e).__name__}: {e}); "
+                            "faces are covered by a blur instead")
+            for _, m in todo:
+                align.obscure(out, m, 128)
+                self.stats.obscured += 1
+            return
+        scale = np.array([[res / 128.0], [res / 128.0]], np.float32)
+        for k, (t, m128) in enumerate(todo):
+            m = m128 * scale
+            align.paste(out, result.crops[k], m, crops[k])
+            self.stats.protected += 1
+            if self.on_key is not None and result.keys is not None:
+                self.on_key(t.id, index, m, result.keys[k])

@@ -1,0 +1,186 @@
+"""PyAV sources and sinks: decode a file, hand each frame (display-oriented RGB) to a callback, encode the result,
+and copy the audio (and other) streams untouched, with timing, metadata and rotation kept."""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable
+
+import av
+import numpy as np
+from tqdm import tqdm
+
+
+class InputError(Exception):
+    """The input cannot be used (missing, unreadable, no video stream)."""
+
+
+class OutputError(Exception):
+    """The output cannot be written (exists, same as input, unwritable)."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C during processing; the output holds the frames written so far and is playable."""
+
+    def __init__(self, frames: int, path: Path):
+        super().__init__(f"interrupted after {frames} frames; {path} holds them and is playable")
+        self.frames, self.path = frames, path
+
+
+@dataclass
+class VideoInfo:
+    width: int
+    height: int
+    fps: Fraction
+    time_base: Fraction
+    frames: int  # as declared by the container (0 when unknown)
+    duration: float | None  # seconds
+    rotation: int  # display rotation in degrees, as stored
+    audio_streams: int
+    codec: str
+
+
+def probe(path: str | Path) -> VideoInfo:
+    c = open_input(path)
+    try:
+        v = c.streams.video[0]
+        rot = 0
+        for f in c.decode(v):
+            rot = int(round(f.rotation or 0))
+            break
+        dur = float(v.duration * v.time_base) if v.duration else (c.duration / 1e6 if c.duration else None)
+        return VideoInfo(v.codec_context.width, v.codec_context.height, v.average_rate or v.guessed_rate or Fraction(25),
+                         v.time_base, v.frames, dur, rot, len(c.streams.audio), v.codec_context.name)
+    finally:
+        c.close()
+
+
+def open_input(path: str | Path, options: dict | None = None):
+    p = str(path)
+    if "://" not in p and not Path(p).exists():
+        raise InputError(f"input not found: {p}")
+    try:
+        c = av.open(p, options=options or {})
+    except (av.error.FFmpegError, OSError) as e:
+        raise InputError(f"cannot open {p}: {e}") from None
+    if not c.streams.video:
+        c.close()
+        raise InputError(f"{p} has no video stream")
+    return c
+
+
+def _rotate(img: np.ndarray, rotation: int) -> np.ndarray:
+    """Stored -> display orientation (FFmpeg's rotation is counter-clockwise degrees)."""
+    k = (rotation // 90) % 4
+    return np.ascontiguousarray(np.rot90(img, k)) if k else img
+
+
+def _unrotate(img: np.ndarray, rotation: int) -> np.ndarray:
+    k = (rotation // 90) % 4
+    return np.ascontiguousarray(np.rot90(img, -k)) if k else img
+
+
+def partial_path(dst: Path) -> Path:
+    return dst.with_name(f".{dst.stem}.partial{dst.suffix}")
+
+
+def transcode(src: str | Path, dst: str | Path, process: Callable[[int, np.ndarray], np.ndarray],
+              codec: str = "libx264", crf: int = 18, preset: str = "veryfast", progress: bool = True,
+              desc: str = "protecting", on_warning: Callable[[str], None] | None = None) -> int:
+    """Decode ``src``, call ``process(index, rgb)`` on every frame (display orientation), encode to ``dst``.
+    Audio/subtitle streams are copied packet by packet. The output is written to a hidden partial file and renamed
+    when complete; on error it is removed; on Ctrl-C it is finalised (playable) and kept. Returns frames written."""
+    warn = on_warning or (lambda m: print(f"warning: {m}", file=sys.stderr))
+    dst = Path(dst)
+    inp = open_input(src)
+    vin = inp.streams.video[0]
+    vin.thread_type = "AUTO"
+    tmp = partial_path(dst)
+    try:
+        out = av.open(str(tmp), "w")
+    except (av.error.FFmpegError, OSError) as e:
+        inp.close()
+        raise OutputError(f"cannot write {dst}: {e}") from None
+    written = 0
+    interrupted = False
+    try:
+        w, h = vin.codec_context.width, vin.codec_context.height
+        rate = vin.average_rate or vin.guessed_rate or Fraction(25)
+        vout = out.add_stream(codec, rate=rate)
+        vout.width, vout.height = w, h
+        vout.pix_fmt = "yuv420p" if (w % 2 == 0 and h % 2 == 0) else "yuv444p"
+        vout.time_base = vin.time_base
+        if codec in ("libx264", "libx265", "h264", "hevc"):
+            vout.options = {"crf": str(crf), "preset": preset}
+        out.metadata.update({k: v for k, v in inp.metadata.items() if k not in ("encoder",)})
+        vout.metadata.update(vin.metadata)
+        copies = {}
+        for s in list(inp.streams.audio) + list(inp.streams.subtitles):
+            try:
+                copies[s] = out.add_stream_from_template(s)
+                copies[s].metadata.update(s.metadata)
+            except (ValueError, av.error.FFmpegError) as e:
+                warn(f"stream {s.index} ({s.type}) cannot be copied into {dst.suffix}: {e}")
+        total = vin.frames or (int(float(vin.duration * vin.time_base) * rate) if vin.duration else None)
+        bar = tqdm(total=total or None, desc=desc, unit="frame", disable=not progress, dynamic_ncols=True)
+        rotation = None
+        last_pts = None
+        try:
+            for packet in inp.demux([vin, *copies]):
+                if packet.stream is vin:
+                    try:
+                        frames = packet.decode()
+                    except av.error.InvalidDataError as e:
+                        warn(f"damaged video data skipped near frame {written}: {e}")
+                        continue
+                    for frame in frames:
+                        if rotation is None:
+                            rotation = int(round(frame.rotation or 0))
+                            if rotation:
+                                vout.set_display_rotation(rotation)
+                        img = _rotate(frame.to_ndarray(format="rgb24"), rotation)
+                        img = _unrotate(process(written, img), rotation)
+                        new = av.VideoFrame.from_ndarray(img, format="rgb24")
+                        pts = frame.pts if frame.pts is not None else written
+                        if last_pts is not None and pts <= last_pts:
+                            pts = last_pts + 1
+                        new.pts, new.time_base, last_pts = pts, vin.time_base, pts
+                        for p in vout.encode(new):
+                            out.mux(p)
+                        written += 1
+                        bar.update(1)
+                elif packet.dts is not None:
+                    packet.stream = copies[packet.stream]
+                    out.mux(packet)
+        except KeyboardInterrupt:
+            interrupted = True
+        except av.error.FFmpegError as e:
+            warn(f"input ends early (truncated or damaged): {e}; {written} frames kept")
+        bar.close()
+        for p in vout.encode(None):
+            out.mux(p)
+        out.close()
+        inp.close()
+    except BaseException:
+        out.close()
+        inp.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    if written == 0 and not interrupted:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"{src}: no decodable video frames")
+    os.replace(tmp, dst)
+    if interrupted:
+        raise Interrupted(written, dst)
+    return written
+
+
+def count_frames(path: str | Path) -> int:
+    c = open_input(path)
+    try:
+        return sum(1 for _ in c.decode(video=0))
+    finally:
+        c.close()
