@@ -11,7 +11,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 FACES = SHARED / "data" / "faces"
 VIDEOS = SHARED / "data" / "videos"
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+torch.set_num_threads(1)  # tiny models: one thread avoids oversubscription with ONNX Runtime and dlib
 
 
 def tiny_config(**kw) -> ModelConfig:

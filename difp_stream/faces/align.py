@@ -16,8 +16,8 @@ def template(size: int) -> np.ndarray:
 
 def similarity(landmarks: np.ndarray, size: int) -> np.ndarray:
     """2x3 similarity transform (rotation, uniform scale, translation) taking the 5 landmarks onto the template."""
-    m, _ = cv2.estimateAffinePartial2D(np.asarray(landmarks, np.float32).reshape(5, 2), template(size),
-                                       method=cv2.LMEDS)
+    # the same call (OpenCV's defaults) that aligned the training crops
+    m, _ = cv2.estimateAffinePartial2D(np.asarray(landmarks, np.float32).reshape(5, 2), template(size))
     if m is None or not np.isfinite(m).all():
         raise ValueError("cannot align: degenerate landmarks")
     return m

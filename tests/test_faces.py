@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+
+from difp_stream.faces import align
+from difp_stream.faces.detect import Detector, Face
+from difp_stream.faces.track import Tracker, greedy_match, iou_matrix
+from tests.clips import astronaut
+
+
+def test_iou_matrix_and_matching():
+    a = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32)
+    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [100, 100, 110, 110]], np.float32)
+    m = iou_matrix(a, b)
+    assert m.shape == (2, 3)
+    assert m[0, 0] == pytest.approx(1.0) and m[0, 1] == pytest.approx(50 / 150) and m[1].max() == 0
+    pairs = greedy_match(m, 0.2)
+    assert pairs.tolist() == [[0, 0]]
+
+
+def _face(x, y, s=40.0):
+    lm = align.TEMPLATE_128 / 128 * s + [x, y]
+    return Face(np.array([x, y, x + s, y + s], np.float32), lm.astype(np.float32), 0.99)
+
+
+def test_tracker_keeps_identity_through_motion_and_misses():
+    tr = Tracker(max_misses=3)
+    ids = [t.id for t in tr.update([_face(10, 10), _face(200, 50)], 0)]
+    assert ids == [0, 1]
+    for k in range(1, 5):  # move right 5 px per frame
+        tracks = tr.update([_face(10 + 5 * k, 10), _face(200, 50)], k)
+    assert sorted(t.id for t in tracks) == [0, 1]
+    # a missed frame: the track coasts on its velocity and is still returned (its face stays covered)
+    tracks = tr.update([_face(200, 50)], 5)
+    t0 = next(t for t in tracks if t.id == 0)
+    box, _ = tr.position(t0)
+    assert not t0.detected and box[0] > 10 + 5 * 4
+    tracks = tr.update([_face(10 + 5 * 6, 10), _face(200, 50)], 6)
+    assert sorted(t.id for t in tracks) == [0, 1]  # re-associated, no new id
+    for k in range(7, 12):
+        tracks = tr.update([_face(200, 50)], k)
+    assert [t.id for t in tracks] == [1]  # dropped after max_misses
+
+
+def test_alignment_round_trip_leaves_frame_unchanged():
+    img = astronaut()
+    det = Detector().detect([img])[0]
+    assert len(det) == 1 and det[0].score > 0.9
+    m = align.similarity(det[0].landmarks, 128)
+    face = align.crop(img, m, 128)
+    # the aligned landmarks land on the template (eyes and nose closely; the mouth varies with expression)
+    lm = np.c_[det[0].landmarks, np.ones(5)] @ m.T
+    assert np.abs(lm - align.TEMPLATE_128)[:3].max() < 3 and np.abs(lm - align.TEMPLATE_128).max() < 15
+    out = img.copy()
+    align.paste(out, face, m, face)
+    diff = np.abs(out.astype(int) - img.astype(int))
+    assert diff.mean() < 1.0 and np.percentile(diff, 99.9) < 40
+
+
+def test_obscure_destroys_the_face():
+    img = astronaut()
+    det = Detector().detect([img])[0][0]
+    out = img.copy()
+    align.obscure(out, align.similarity(det.landmarks, 128))
+    assert Detector().detect([out])[0] == [] or all(f.score < 0.9 for f in Detector().detect([out])[0])
+    x0, y0, x1, y1 = det.box.astype(int)
+    region = out[y0:y1, x0:x1].astype(float)
+    # a mosaic keeps almost no detail: local gradients collapse
+    assert np.abs(np.diff(region, axis=1)).mean() < 0.25 * np.abs(np.diff(img[y0:y1, x0:x1].astype(float), axis=1)).mean()

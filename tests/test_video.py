@@ -1,0 +1,207 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from difp_stream.cli import main
+from difp_stream.video.io import count_frames, probe
+from tests.clips import astronaut, make_clip
+from tests.conftest import VIDEOS
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny_model):
+    d = tmp_path_factory.mktemp("model")
+    tiny_model.save(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return make_clip(tmp_path_factory.mktemp("clips") / "face.mp4", frames=24)
+
+
+def run(*args) -> int:
+    return main([str(a) for a in args] + ["--no-progress"])
+
+
+def _frames(path):
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def faces_leaked(original_frames, protected_frames, every=1) -> int:
+    """Face-frames of the output still matched (dlib L2 < 0.6) to the original face of the same frame."""
+    from difp_stream.difp.identity import DlibIdentityEncoder
+    from difp_stream.faces import align
+    from difp_stream.faces.detect import Detector
+
+    det, enc, leaks = Detector(threshold=0.5), DlibIdentityEncoder(), 0
+    for a, b in list(zip(original_frames, protected_frames))[::every]:
+        orig = det.detect([a])[0]
+        prot = det.detect([b])[0]
+        if not orig or not prot:
+            continue
+        ea = enc(np.stack([align.crop(a, align.similarity(f.landmarks, 128), 128) for f in orig]))
+        eb = enc(np.stack([align.crop(b, align.similarity(f.landmarks, 128), 128) for f in prot]))
+        d = np.linalg.norm(ea[:, None] - eb[None], axis=2)
+        leaks += int((d < 0.6).any(axis=1).sum())
+    return leaks
+
+
+def test_video_keeps_frames_timing_audio_and_covers_faces(tmp_path, clip, model_dir):
+    out = tmp_path / "out.mp4"
+    assert run(clip, out, "--model", model_dir, "--seed", 3) == 0
+    a, b = probe(clip), probe(out)
+    assert (b.width, b.height, b.fps) == (a.width, a.height, a.fps)
+    assert count_frames(out) == count_frames(clip)
+    assert abs(b.duration - a.duration) <= 1 / float(a.fps) + 1e-6
+    assert b.audio_streams == 1 and b.codec == "h264"
+    with av.open(str(out)) as c:
+        assert c.streams.audio[0].codec_context.name == "aac"
+    fa, fb = _frames(clip), _frames(out)
+    assert faces_leaked(fa, fb) == 0
+    # the face changed, the background did not
+    assert np.abs(fa[0][:, :30].astype(int) - fb[0][:, :30].astype(int)).mean() < 4
+    # partial files never stay behind
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+
+
+def test_same_seed_is_reproducible(tmp_path, clip, model_dir):
+    for name in ("a.mp4", "b.mp4"):
+        assert run(clip, tmp_path / name, "--model", model_dir, "--seed", 5, "--no-keys") == 0
+    fa, fb = _frames(tmp_path / "a.mp4"), _frames(tmp_path / "b.mp4")
+    assert all(np.array_equal(x, y) for x, y in zip(fa, fb))
+
+
+def test_rotated_phone_video_keeps_rotation(tmp_path, model_dir):
+    src = make_clip(tmp_path / "rot.mp4", frames=8, size=(240, 320), rotation=90, audio=False)
+    out = tmp_path / "out.mp4"
+    assert run(src, out, "--model", model_dir) == 0
+    a, b = probe(src), probe(out)
+    assert b.rotation == a.rotation == 90 and (b.width, b.height) == (a.width, a.height)
+    assert count_frames(out) == 8
+
+
+def test_odd_size_and_no_faces_is_a_clean_copy(tmp_path, model_dir):
+    src = tmp_path / "plain.mp4"
+    c = av.open(str(src), "w")
+    v = c.add_stream("libx264", rate=10)
+    v.width, v.height, v.pix_fmt = 161, 121, "yuv444p"
+    yy, xx = np.mgrid[0:121, 0:161]
+    for i in range(10):
+        img = np.stack([(xx + i * 3) % 256, yy * 2 % 256, np.full_like(xx, 90)], -1).astype(np.uint8)
+        for p in v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            c.mux(p)
+    for p in v.encode(None):
+        c.mux(p)
+    c.close()
+    out = tmp_path / "out.mp4"
+    assert run(src, out, "--model", model_dir) == 0
+    assert (probe(out).width, probe(out).height) == (161, 121)
+    fa, fb = _frames(src), _frames(out)
+    assert len(fa) == len(fb) == 10
+    assert max(np.abs(x.astype(int) - y.astype(int)).mean() for x, y in zip(fa, fb)) < 3
+
+
+def test_bad_inputs_and_outputs(tmp_path, clip, model_dir, capsys):
+    assert run(tmp_path / "missing.mp4", tmp_path / "o.mp4", "--model", model_dir) == 3
+    assert "input not found" in capsys.readouterr().err
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video at all" * 100)
+    assert run(junk, tmp_path / "o.mp4", "--model", model_dir) == 3
+    assert "cannot open" in capsys.readouterr().err
+    # audio only: no video stream
+    audio = tmp_path / "tone.m4a"
+    c = av.open(str(audio), "w")
+    s = c.add_stream("aac", rate=16000)
+    s.layout = "mono"
+    fr = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+    fr.sample_rate, fr.pts = 16000, 0
+    for p in list(s.encode(fr)) + list(s.encode(None)):
+        c.mux(p)
+    c.close()
+    assert run(audio, tmp_path / "o.mp4", "--model", model_dir) == 3
+    assert "no video stream" in capsys.readouterr().err
+    existing = tmp_path / "exists.mp4"
+    existing.write_bytes(b"keep me")
+    assert run(clip, existing, "--model", model_dir) == 4
+    assert "--overwrite" in capsys.readouterr().err and existing.read_bytes() == b"keep me"
+    assert run(clip, clip, "--model", model_dir, "--overwrite") == 4
+    assert "never writes over its input" in capsys.readouterr().err
+    assert run(clip, tmp_path / "nodir" / "o.mp4", "--model", model_dir) == 4
+    with pytest.raises(SystemExit) as e:
+        main([str(clip)])
+    assert e.value.code == 2
+
+
+def test_truncated_input_keeps_what_decodes(tmp_path, model_dir, capsys):
+    src = make_clip(tmp_path / "long.mp4", frames=36, audio=False)
+    data = src.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    out = tmp_path / "out.mp4"
+    code = run(cut, out, "--model", model_dir)
+    if code == 0:
+        assert 0 < count_frames(out) < 36
+    else:  # the container index is gone: a clear error, nothing half-written
+        assert code == 3 and not out.exists()
+        assert "error" in capsys.readouterr().err
+
+
+def test_fail_closed_when_protection_fails(tmp_path, clip, model_dir, monkeypatch):
+    from difp_stream.difp import Protector
+
+    def broken(self, *a, **k):
+        raise RuntimeError("simulated failure")
+
+    monkeypatch.setattr(Protector, "protect", broken)
+    out = tmp_path / "out.mp4"
+    assert run(clip, out, "--model", model_dir) == 0
+    fa, fb = _frames(clip), _frames(out)
+    assert faces_leaked(fa, fb) == 0
+    from difp_stream.faces.detect import Detector
+
+    det = Detector().detect([fa[0]])[0][0]
+    x0, y0, x1, y1 = det.box.astype(int)
+    assert np.abs(fb[0][y0:y1, x0:x1].astype(int) - fa[0][y0:y1, x0:x1].astype(int)).mean() > 15
+
+
+def test_ctrl_c_leaves_a_playable_output(tmp_path, clip, model_dir, monkeypatch):
+    from difp_stream.pipeline import FaceProtector
+
+    real = FaceProtector.process
+
+    def interrupting(self, index, frame):
+        if index == 6:
+            raise KeyboardInterrupt
+        return real(self, index, frame)
+
+    monkeypatch.setattr(FaceProtector, "process", interrupting)
+    out = tmp_path / "out.mp4"
+    assert run(clip, out, "--model", model_dir) == 130
+    assert count_frames(out) == 6
+
+
+def test_image_and_folder(tmp_path, model_dir):
+    img = astronaut()
+    d = tmp_path / "in"
+    d.mkdir()
+    cv2.imwrite(str(d / "a.jpg"), img[:, :, ::-1])
+    cv2.imwrite(str(d / "b.png"), img[::-1, :, ::-1])
+    assert run(d / "a.jpg", tmp_path / "a_out.jpg", "--model", model_dir) == 0
+    out = cv2.imread(str(tmp_path / "a_out.jpg"))[:, :, ::-1]
+    assert out.shape == img.shape and faces_leaked([img], [out]) == 0
+    assert run(d, tmp_path / "out", "--model", model_dir) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.jpg", "b.png"]
+    assert run(d, tmp_path / "out", "--model", model_dir) == 4  # files exist
+
+
+def test_console_script_and_cli_py(tmp_path):
+    r = subprocess.run([sys.executable, "cli.py", "--help"], cwd=Path(__file__).parents[1], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and "difp-stream" in r.stdout and "--seed" in r.stdout
