@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .commands import EXIT_INTERRUPTED, EXIT_OK
+from .commands import EXIT_INTERRUPTED, EXIT_OK, cmd_keygen, cmd_keys, cmd_protect, cmd_recover
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -59,7 +59,7 @@ def cmd_train(argv: list[str]) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"train": cmd_train}
+COMMANDS = {"train": cmd_train, "keygen": cmd_keygen, "recover": cmd_recover, "keys": cmd_keys}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,8 +67,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv and argv[0] in COMMANDS:
             return COMMANDS[argv[0]](argv[1:])
-        from .commands import cmd_protect
-
         return cmd_protect(argv)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""``difp-stream IN OUT``: protect a video, an image, or a folder of images (wiring only)."""
+"""Subcommands (wiring only): protect (the default), keygen, recover, keys list."""
 from __future__ import annotations
 
 import argparse
@@ -7,8 +7,29 @@ import sys
 import time
 from pathlib import Path
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INPUT, EXIT_OUTPUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INPUT, EXIT_OUTPUT, EXIT_KEYS, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+EXIT_CODES = ("Exit codes: 0 ok, 1 processing error, 2 usage, 3 bad input, 4 output refused, 5 key problem "
+              "(wrong secret, altered/incomplete key file, key file of another video), 130 interrupted.")
+
+
+def _err(msg: str) -> None:
+    print(f"difp-stream: error: {msg}", file=sys.stderr)
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="model folder (default: the weights shipped in the package)")
+    p.add_argument("--backend", default="torch", choices=["torch"], help="runtime backend (default: torch)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _video_args(p: argparse.ArgumentParser, crf: int = 18) -> None:
+    v = p.add_argument_group("video output")
+    v.add_argument("--codec", default="libx264", help="video encoder (default: libx264)")
+    v.add_argument("--crf", type=int, default=crf, help=f"quality for x264/x265 (default: {crf})")
+    v.add_argument("--preset", default="veryfast", help="x264/x265 preset (default: veryfast)")
 
 
 def protect_parser() -> argparse.ArgumentParser:
@@ -19,16 +40,12 @@ def protect_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="difp-stream",
         description="Replace every face in a video, image or folder of images with a generated face of nobody.",
-        epilog="Other commands: difp-stream train ... (run `difp-stream train -h`). "
-               "Exit codes: 0 ok, 1 processing error, 2 usage, 3 bad input, 4 output refused, 130 interrupted.")
+        epilog="Other commands: train, keygen, recover, keys list (run `difp-stream COMMAND -h`). " + EXIT_CODES)
     p.add_argument("input", help="video file, image, or folder of images")
     p.add_argument("output", help="output video / image / folder (same file names)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--seed", type=int, default=c.seed, help="makes the fake identities reproducible (default: 0)")
-    p.add_argument("--model", default=None, help="model folder (default: the weights shipped in the package)")
-    p.add_argument("--backend", default="torch", choices=["torch"], help="runtime backend (default: torch)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    _model_args(p)
     g = p.add_argument_group("DIFP sampling")
     g.add_argument("--steps", type=int, default=s.steps, help=f"DDIM steps (default: {s.steps})")
     g.add_argument("--strength", type=float, default=s.strength, help=f"S_n, start at t = S_n*T (default: {s.strength})")
@@ -41,18 +58,14 @@ def protect_parser() -> argparse.ArgumentParser:
     f.add_argument("--detect-every", type=int, default=c.detect_every, help="detect every N frames, track between (default: 1)")
     f.add_argument("--detect-size", type=int, default=c.detect_size, help=f"longest side for detection (default: {c.detect_size})")
     f.add_argument("--max-misses", type=int, default=c.max_misses, help=f"frames a lost face stays covered (default: {c.max_misses})")
-    v = p.add_argument_group("video output")
-    v.add_argument("--codec", default="libx264", help="video encoder (default: libx264)")
-    v.add_argument("--crf", type=int, default=18, help="quality for x264/x265 (default: 18)")
-    v.add_argument("--preset", default="veryfast", help="x264/x265 preset (default: veryfast)")
+    _video_args(p)
     k = p.add_argument_group("recovery keys")
+    k.add_argument("--recipient", default=None, help="public key (from `difp-stream keygen`) the keys are sealed to")
+    k.add_argument("--keys", default=None, help="key file (default: OUTPUT.difpkeys; per image for folders)")
     k.add_argument("--no-keys", action="store_true", help="irreversible: write no recovery keys")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    k.add_argument("--recovery", choices=["diffusion", "exact"], default="diffusion",
+                   help="diffusion: the DIFP key (compact); exact: also the original face pixels, losslessly")
     return p
-
-
-def _err(msg: str) -> None:
-    print(f"difp-stream: error: {msg}", file=sys.stderr)
 
 
 def _kind(path: Path) -> str:
@@ -61,23 +74,16 @@ def _kind(path: Path) -> str:
     return "image" if path.suffix.lower() in IMAGE_EXT else "video"
 
 
-def build(args):
-    """The protector stack from CLI options."""
+def _load_model(args):
     import torch
 
-    from .difp import DIFPModel, Protector, SamplingConfig, load_default
-    from .difp.identity import DlibIdentityEncoder
-    from .pipeline import FaceProtector, PipelineConfig
+    from .difp import DIFPModel, load_default
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = DIFPModel.load(args.model, device) if args.model else load_default(device)
-    sampling = SamplingConfig(steps=args.steps, strength=args.strength, s_id=args.s_id, s_sty=args.s_sty,
-                              g_rea=args.g_rea, adaptive_realism=args.adaptive_realism)
-    cfg = PipelineConfig(seed=args.seed, detect_every=args.detect_every, threshold=args.threshold,
-                         detect_size=args.detect_size, max_misses=args.max_misses, keys=False)
-    return lambda: FaceProtector(Protector(model, sampling, device), DlibIdentityEncoder(), cfg)
+    return model, device
 
 
 def _check_paths(src: Path, dst: Path, overwrite: bool) -> None:
@@ -93,34 +99,40 @@ def _check_paths(src: Path, dst: Path, overwrite: bool) -> None:
         raise OutputError(f"output folder {dst.parent} does not exist")
 
 
-def _image(make, src: Path, dst: Path) -> int:
-    import cv2
+def _shapes(model) -> dict:
+    c = model.cfg
+    lat = [c.latent_channels, c.latent_size, c.latent_size]
+    return {"z_ts": lat, "correction": lat, "id_code": [c.id_dim], "style": [c.style_tokens, c.token_dim]}
 
-    from .video import InputError, OutputError
 
-    img = cv2.imread(str(src), cv2.IMREAD_COLOR)
-    if img is None:
-        raise InputError(f"cannot read image {src}")
-    fp = make()
-    out = fp.process(0, img[:, :, ::-1].copy())[:, :, ::-1]
-    tmp = dst.with_name(f".{dst.stem}.partial{dst.suffix}")
-    try:
-        if not cv2.imwrite(str(tmp), out):
-            raise OutputError(f"cannot write image {dst} (unknown extension?)")
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return fp.stats.faces
+def _recipient(args, dst: Path):
+    """The public key to seal to; without --recipient a fresh pair is made beside the output (loudly)."""
+    from .keys import generate, load_public
+
+    if args.recipient:
+        return load_public(args.recipient)
+    secret = dst.with_name(dst.name + ".difpkeys.secret")
+    if secret.exists():
+        raise FileExistsError(f"{secret} exists; pass --recipient or move it away")
+    secret, pub = generate(secret)
+    print(f"!!! no --recipient given: a new key pair was made. The SECRET that unlocks the original faces is\n"
+          f"!!!   {secret}  (mode 0600)\n"
+          f"!!! Move it off this machine and keep it safe; anyone holding it and the key file can undo the protection.",
+          file=sys.stderr)
+    return load_public(pub)
 
 
 def cmd_protect(argv: list[str]) -> int:
     args = protect_parser().parse_args(argv)
+    from .keys import KeyError_, KeyWriter
     from .video import InputError, Interrupted, OutputError, transcode
 
     src, dst = Path(args.input), Path(args.output)
+    writers: list = []
     try:
         _check_paths(src, dst, args.overwrite)
         kind = _kind(src)
+        files = []
         if kind == "folder":
             files = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_EXT)
             if not files:
@@ -129,25 +141,196 @@ def cmd_protect(argv: list[str]) -> int:
             for f in files:
                 if (dst / f.name).exists() and not args.overwrite:
                     raise OutputError(f"{dst / f.name} exists (use --overwrite to replace it)")
-        if not args.no_keys:
-            print("note: recovery keys are not implemented yet: this run is irreversible (as with --no-keys)",
-                  file=sys.stderr)
-        make = build(args)
+        from .difp import Protector, SamplingConfig
+        from .difp.identity import DlibIdentityEncoder
+        from .pipeline import FaceProtector, PipelineConfig
+
+        model, device = _load_model(args)
+        sampling = SamplingConfig(steps=args.steps, strength=args.strength, s_id=args.s_id, s_sty=args.s_sty,
+                                  g_rea=args.g_rea, adaptive_realism=args.adaptive_realism)
+        protector, id_enc = Protector(model, sampling, device), DlibIdentityEncoder()
+        keys = not args.no_keys
+        recipient = _recipient(args, dst if kind != "folder" else dst / "images") if keys else None
+        info = {"model": model.fingerprint(), "resolution": model.cfg.resolution, "input": src.name}
+
+        def make(key_path: Path | None, **extra):
+            cfg = PipelineConfig(seed=args.seed, detect_every=args.detect_every, threshold=args.threshold,
+                                 detect_size=args.detect_size, max_misses=args.max_misses, keys=keys,
+                                 exact=args.recovery == "exact")
+            writer = None
+            if keys:
+                if key_path.exists() and not args.overwrite:
+                    raise OutputError(f"{key_path} exists (use --overwrite to replace it)")
+                writer = KeyWriter(key_path, recipient, _shapes(model), {**info, **extra})
+                writers.append(writer)
+            return FaceProtector(protector, id_enc, cfg, on_key=writer.append if writer else None), writer
+
         t0 = time.time()
         if kind == "video":
-            fp = make()
-            n = transcode(src, dst, fp.process, codec=args.codec, crf=args.crf, preset=args.preset,
-                          progress=not args.no_progress)
+            key_path = Path(args.keys) if args.keys else dst.with_name(dst.name + ".difpkeys")
+            fp, writer = make(key_path if keys else None, media="video")
+            meta = {"difp_stream_id": writer.stream_id.hex()} if writer else {}
+            try:
+                n = transcode(src, dst, fp.process, codec=args.codec, crf=args.crf, preset=args.preset,
+                              progress=not args.no_progress, metadata=meta)
+            finally:
+                if writer:
+                    writer.close()
             st = fp.stats
             print(f"{dst}: {n} frames, {len(st.tracks)} tracks, {st.faces} face-frames covered "
-                  f"({st.protected} replaced, {st.obscured} blurred), {n / max(time.time() - t0, 1e-9):.1f} fps",
-                  file=sys.stderr)
-        elif kind == "image":
-            faces = _image(make, src, dst)
-            print(f"{dst}: {faces} faces covered", file=sys.stderr)
+                  f"({st.protected} replaced, {st.obscured} blurred), {n / max(time.time() - t0, 1e-9):.1f} fps"
+                  + (f"; keys: {key_path}" if keys else "; no keys (irreversible)"), file=sys.stderr)
         else:
-            faces = sum(_image(make, f, dst / f.name) for f in files)
-            print(f"{dst}: {len(files)} images, {faces} faces covered", file=sys.stderr)
+            pairs = [(src, dst)] if kind == "image" else [(f, dst / f.name) for f in files]
+            faces = 0
+            for a, b in pairs:
+                key_path = Path(args.keys) if (args.keys and kind == "image") else b.with_name(b.name + ".difpkeys")
+                faces += _image(make, a, b, key_path if keys else None)
+            print(f"{dst}: {len(pairs)} image(s), {faces} faces covered"
+                  + ("" if keys else "; no keys (irreversible)"), file=sys.stderr)
+        return EXIT_OK
+    except InputError as e:
+        _err(str(e))
+        return EXIT_INPUT
+    except (OutputError, FileExistsError) as e:
+        _err(str(e))
+        return EXIT_OUTPUT
+    except KeyError_ as e:
+        _err(str(e))
+        return EXIT_KEYS
+    except Interrupted as e:
+        _err(str(e))
+        return EXIT_INTERRUPTED
+    except FileNotFoundError as e:
+        _err(str(e))
+        return EXIT_ERROR
+    finally:
+        for w in writers:
+            w.close()
+
+
+def _read_image(path: Path):
+    import cv2
+
+    from .video import InputError
+
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise InputError(f"cannot read image {path}")
+    return img[:, :, ::-1].copy()
+
+
+def _write_image(path: Path, rgb) -> None:
+    import cv2
+
+    from .video import OutputError
+
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    try:
+        if not cv2.imwrite(str(tmp), rgb[:, :, ::-1]):
+            raise OutputError(f"cannot write image {path} (unknown extension?)")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _image(make, src: Path, dst: Path, key_path: Path | None) -> int:
+    img = _read_image(src)
+    fp, writer = make(key_path, media="image")
+    out = fp.process(0, img)
+    _write_image(dst, out)
+    if writer:
+        writer.close()
+        from .keys.audit import sha256_file
+
+        # images carry no tag: the key file names the protected image by its hash
+        Path(str(key_path) + ".sha256").write_text(sha256_file(dst) + "\n")
+    return fp.stats.faces
+
+
+# ---------------------------------------------------------------------------------------------------- keygen
+def cmd_keygen(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="difp-stream keygen", description="Make an X25519 key pair for recovery keys.")
+    p.add_argument("secret", help="where to write the secret (mode 0600); the public key goes to SECRET.pub")
+    p.add_argument("--passphrase-file", default=None, help="encrypt the secret with the passphrase in this file "
+                                                          "(or set DIFP_PASSPHRASE)")
+    args = p.parse_args(argv)
+    from .keys import generate
+
+    secret = Path(args.secret)
+    if secret.exists() or secret.with_name(secret.name + ".pub").exists():
+        _err(f"{secret} or its .pub exists; refusing to replace a key")
+        return EXIT_OUTPUT
+    s, pub = generate(secret, _passphrase(args))
+    print(f"secret: {s} (mode 0600, keep it off the filtering machine)\npublic: {pub} (give it to --recipient)")
+    return EXIT_OK
+
+
+def _passphrase(args) -> bytes | None:
+    if getattr(args, "passphrase_file", None):
+        return Path(args.passphrase_file).read_bytes().rstrip(b"\r\n")
+    env = os.environ.get("DIFP_PASSPHRASE")
+    return env.encode() if env else None
+
+
+# ---------------------------------------------------------------------------------------------------- recover
+def _open_keys(args):
+    from .keys import KeyReader, load_secret
+
+    return KeyReader(args.keys, load_secret(args.identity, _passphrase(args)), partial=args.partial)
+
+
+def cmd_recover(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="difp-stream recover",
+                                description="Authorized replay: restore the original faces of all or some tracks.",
+                                epilog=EXIT_CODES)
+    p.add_argument("protected", help="the protected video or image")
+    p.add_argument("output", help="where to write the restored video or image")
+    p.add_argument("--keys", required=True, help="the key file written when protecting")
+    p.add_argument("--identity", required=True, help="the recipient's secret key (from keygen)")
+    p.add_argument("--passphrase-file", default=None, help="passphrase of the secret (or DIFP_PASSPHRASE)")
+    p.add_argument("--track", type=int, action="append", default=None, help="restore only this track (repeatable)")
+    p.add_argument("--partial", action="store_true", help="accept a key file cut short (crash, live stream)")
+    p.add_argument("--overwrite", action="store_true")
+    _model_args(p)
+    _video_args(p, crf=8)
+    args = p.parse_args(argv)
+    from .keys import KeyError_, audit
+    from .video import InputError, Interrupted, OutputError, stream_tag, transcode
+
+    src, dst = Path(args.protected), Path(args.output)
+    try:
+        _check_paths(src, dst, args.overwrite)
+        reader = _open_keys(args)
+        kind = _kind(src)
+        if kind == "video":
+            tag = stream_tag(src)
+            if tag != reader.header["stream_id"]:
+                raise KeyError_(f"{args.keys} belongs to another video (stream id {reader.header['stream_id'][:8]}…, "
+                                f"the video has {tag[:8] + '…' if tag else 'none'})")
+        else:
+            side = Path(str(args.keys) + ".sha256")
+            digest = audit.sha256_file(src)
+            if side.exists() and side.read_text().strip() != digest:
+                raise KeyError_(f"{args.keys} belongs to another image (its hash differs)")
+        records = list(reader.records(args.track))
+        from .difp import Protector
+        from .pipeline import FaceRecoverer
+
+        model, device = _load_model(args)
+        if reader.header.get("model") and reader.header["model"] != model.fingerprint():
+            raise KeyError_(f"the key file was made with model {reader.header['model']}, not {model.fingerprint()} "
+                            "(pass that model with --model)")
+        rec = FaceRecoverer(Protector(model, device=device), records)
+        if kind == "video":
+            transcode(src, dst, rec.process, codec=args.codec, crf=args.crf, preset=args.preset,
+                      progress=not args.no_progress, desc="recovering")
+        else:
+            _write_image(dst, rec.process(0, _read_image(src)))
+        tracks = sorted(args.track) if args.track else reader.tracks
+        log = audit.append(args.keys, "recover", tracks=tracks, input=str(src), input_sha256=audit.sha256_file(src),
+                           output=str(dst), faces=rec.restored)
+        print(f"{dst}: {rec.restored} faces of track(s) {tracks} restored; logged in {log}", file=sys.stderr)
         return EXIT_OK
     except InputError as e:
         _err(str(e))
@@ -155,9 +338,58 @@ def cmd_protect(argv: list[str]) -> int:
     except OutputError as e:
         _err(str(e))
         return EXIT_OUTPUT
+    except KeyError_ as e:
+        _err(str(e))
+        return EXIT_KEYS
     except Interrupted as e:
         _err(str(e))
         return EXIT_INTERRUPTED
-    except FileNotFoundError as e:
+
+
+# ---------------------------------------------------------------------------------------------------- keys
+def cmd_keys(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="difp-stream keys", description="Inspect or share a key file.", epilog=EXIT_CODES)
+    sub = p.add_subparsers(dest="action", required=True)
+    ls = sub.add_parser("list", help="tracks, frame ranges and counts")
+    ex = sub.add_parser("export", help="re-seal one track's keys to another recipient (selective disclosure)")
+    for q in (ls, ex):
+        q.add_argument("keys", help="key file")
+        q.add_argument("--identity", required=True, help="the recipient's secret key")
+        q.add_argument("--passphrase-file", default=None)
+        q.add_argument("--partial", action="store_true", help="accept a key file cut short")
+    ex.add_argument("--export-track", type=int, required=True, dest="track", help="the track to disclose")
+    ex.add_argument("--to", required=True, help="public key of the new recipient")
+    ex.add_argument("--out", required=True, help="the new key file")
+    args = p.parse_args(argv)
+    from .keys import KeyError_, audit, load_public
+
+    try:
+        reader = _open_keys(args)
+        if args.action == "list":
+            h = reader.header
+            print(f"key file {args.keys}: format {h['format']}, stream {h['stream_id'][:16]}, created {h['created']}, "
+                  f"model {h.get('model', '?')}, {'complete' if reader.complete else 'INCOMPLETE'}")
+            spans: dict[int, list[int]] = {}
+            exact = 0
+            for r in reader.records():
+                spans.setdefault(r.track_id, []).append(r.frame_index)
+                exact += r.exact is not None
+            print("track  faces  first  last")
+            for t in reader.tracks:
+                fr = spans.get(t, [])
+                print(f"{t:5d}  {len(fr):5d}  {min(fr) if fr else '-':>5}  {max(fr) if fr else '-':>4}")
+            if exact:
+                print(f"{exact} face records carry exact-mode pixels")
+        else:
+            if Path(args.out).exists():
+                raise FileExistsError(f"{args.out} exists")
+            reader.export_track(args.track, load_public(args.to), args.out)
+            audit.append(args.keys, "export", tracks=[args.track], to=args.to, out=args.out)
+            print(f"track {args.track} re-sealed to {args.to}: {args.out}")
+        return EXIT_OK
+    except KeyError_ as e:
         _err(str(e))
-        return EXIT_ERROR
+        return EXIT_KEYS
+    except FileExistsError as e:
+        _err(str(e))
+        return EXIT_OUTPUT

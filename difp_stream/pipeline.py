@@ -13,6 +13,7 @@ from .difp import Protector
 from .faces import align
 from .faces.detect import Detector
 from .faces.track import Track, Tracker
+from .keys.keyfile import FaceRecord
 
 
 @dataclass
@@ -24,7 +25,8 @@ class PipelineConfig:
     min_face: int = 12  # ignore faces smaller than this (pixels)
     max_misses: int = 12  # frames a track is kept (and covered) without a detection
     identity_refresh: int = 0  # recompute a track's identity code every N frames (0: once per track)
-    keys: bool = False  # compute recovery keys (needs the keys module's writer)
+    keys: bool = False  # compute recovery keys (handed to ``on_key``)
+    exact: bool = False  # also hand over the original pixels of each face region (exact recovery mode)
 
 
 @dataclass
@@ -55,7 +57,7 @@ class FaceProtector:
         self.tracker = Tracker(max_misses=self.cfg.max_misses)
         self.states: dict[int, TrackState] = {}
         self.stats = Stats()
-        self.on_key = on_key  # callable(track_id, frame_index, transform, FaceKey)
+        self.on_key = on_key  # callable(FaceRecord)
         self.log = log or (lambda m: print(f"warning: {m}", file=sys.stderr))
         self._warned: set[str] = set()
 
@@ -137,4 +139,39 @@ class FaceProtector:
             align.paste(out, result.crops[k], m, crops[k])
             self.stats.protected += 1
             if self.on_key is not None and result.keys is not None:
-                self.on_key(t.id, index, m, result.keys[k])
+                exact = None
+                if self.cfg.exact:
+                    box = align.roi_of(m, res, frame.shape[:2])
+                    if box is not None:
+                        x0, y0, x1, y1 = box
+                        exact = (box, frame[y0:y1, x0:x1].copy())
+                self.on_key(FaceRecord(t.id, index, m, result.keys[k], exact))
+
+
+class FaceRecoverer:
+    """Authorized replay: paste recovered faces (from decrypted key records) back into protected frames."""
+
+    def __init__(self, protector: Protector, records: list[FaceRecord]):
+        self.p = protector
+        self.by_frame: dict[int, list[FaceRecord]] = {}
+        for r in records:
+            self.by_frame.setdefault(r.frame_index, []).append(r)
+        self.restored = 0
+
+    def process(self, index: int, frame: np.ndarray) -> np.ndarray:
+        recs = self.by_frame.pop(index, None)
+        if not recs:
+            return frame
+        out = frame.copy()
+        diffusion = [r for r in recs if r.exact is None]
+        if diffusion:
+            crops = self.p.recover([r.key for r in diffusion])
+            for r, c in zip(diffusion, crops):
+                align.paste(out, c, r.transform)
+        for r in recs:
+            if r.exact is not None:
+                (x0, y0, x1, y1), pixels = r.exact
+                if pixels.shape[:2] == (y1 - y0, x1 - x0) and y1 <= out.shape[0] and x1 <= out.shape[1]:
+                    out[y0:y1, x0:x1] = pixels
+        self.restored += len(recs)
+        return out

@@ -152,6 +152,16 @@ class DIFPModel(nn.Module):
         model.load_state_dict(sd)
         return model.to(device).eval()
 
+    def fingerprint(self) -> str:
+        """Short hash of the config and weights (as stored, fp16): key files name the model that made them."""
+        import hashlib
+
+        h = hashlib.sha256(self.cfg.to_json().encode())
+        for k, v in sorted(self.state_dict().items()):
+            h.update(k.encode())
+            h.update((v.half() if v.is_floating_point() else v).detach().cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
+
     @property
     def is_trained(self) -> bool:
         return bool(self.trained.item())

@@ -14,6 +14,17 @@ import numpy as np
 from tqdm import tqdm
 
 
+STREAM_TAG = "difp_stream_id"  # container tag tying a protected video to its key file
+
+
+def stream_tag(path: str | Path) -> str | None:
+    c = open_input(path)
+    try:
+        return c.metadata.get(STREAM_TAG)
+    finally:
+        c.close()
+
+
 class InputError(Exception):
     """The input cannot be used (missing, unreadable, no video stream)."""
 
@@ -89,7 +100,8 @@ def partial_path(dst: Path) -> Path:
 
 def transcode(src: str | Path, dst: str | Path, process: Callable[[int, np.ndarray], np.ndarray],
               codec: str = "libx264", crf: int = 18, preset: str = "veryfast", progress: bool = True,
-              desc: str = "protecting", on_warning: Callable[[str], None] | None = None) -> int:
+              desc: str = "protecting", on_warning: Callable[[str], None] | None = None,
+              metadata: dict | None = None) -> int:
     """Decode ``src``, call ``process(index, rgb)`` on every frame (display orientation), encode to ``dst``.
     Audio/subtitle streams are copied packet by packet. The output is written to a hidden partial file and renamed
     when complete; on error it is removed; on Ctrl-C it is finalised (playable) and kept. Returns frames written."""
@@ -100,7 +112,8 @@ def transcode(src: str | Path, dst: str | Path, process: Callable[[int, np.ndarr
     vin.thread_type = "AUTO"
     tmp = partial_path(dst)
     try:
-        out = av.open(str(tmp), "w")
+        opts = {"movflags": "use_metadata_tags"} if dst.suffix.lower() in (".mp4", ".mov", ".m4v") else {}
+        out = av.open(str(tmp), "w", options=opts)
     except (av.error.FFmpegError, OSError) as e:
         inp.close()
         raise OutputError(f"cannot write {dst}: {e}") from None
@@ -115,7 +128,8 @@ def transcode(src: str | Path, dst: str | Path, process: Callable[[int, np.ndarr
         vout.time_base = vin.time_base
         if codec in ("libx264", "libx265", "h264", "hevc"):
             vout.options = {"crf": str(crf), "preset": preset}
-        out.metadata.update({k: v for k, v in inp.metadata.items() if k not in ("encoder",)})
+        out.metadata.update({k: v for k, v in inp.metadata.items() if k not in ("encoder", STREAM_TAG)})
+        out.metadata.update(metadata or {})
         vout.metadata.update(vin.metadata)
         copies = {}
         for s in list(inp.streams.audio) + list(inp.streams.subtitles):
