@@ -293,7 +293,7 @@ def cmd_recover(argv: list[str]) -> int:
     p.add_argument("--partial", action="store_true", help="accept a key file cut short (crash, live stream)")
     p.add_argument("--overwrite", action="store_true")
     _model_args(p)
-    _video_args(p, crf=8)
+    _video_args(p, crf=4)
     args = p.parse_args(argv)
     from .keys import KeyError_, audit
     from .video import InputError, Interrupted, OutputError, stream_tag, transcode
@@ -323,8 +323,9 @@ def cmd_recover(argv: list[str]) -> int:
                             "(pass that model with --model)")
         rec = FaceRecoverer(Protector(model, device=device), records)
         if kind == "video":
+            # 4:4:4 so that restored faces are not blurred again by chroma subsampling
             transcode(src, dst, rec.process, codec=args.codec, crf=args.crf, preset=args.preset,
-                      progress=not args.no_progress, desc="recovering")
+                      progress=not args.no_progress, desc="recovering", pix_fmt="yuv444p")
         else:
             _write_image(dst, rec.process(0, _read_image(src)))
         tracks = sorted(args.track) if args.track else reader.tracks

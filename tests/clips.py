@@ -16,9 +16,12 @@ def astronaut() -> np.ndarray:
 
 
 def make_clip(path: Path, frames: int = 24, size: tuple[int, int] = (320, 240), fps: int = 12, audio: bool = True,
-              rotation: int = 0, codec: str = "libx264", gop: int = 12) -> Path:
-    """A ``size`` (w, h) clip of the astronaut's face moving slowly, optional 440 Hz mono audio."""
+              rotation: int = 0, codec: str = "libx264", gop: int = 12, two: bool = False) -> Path:
+    """A ``size`` (w, h) clip of the astronaut's face moving slowly, optional 440 Hz mono audio; ``two`` puts a
+    second (mirrored) person beside her, so the clip has two tracks."""
     img = astronaut()
+    if two:
+        img = np.concatenate([img, img[:, ::-1]], 1)
     w, h = size
     out = av.open(str(path), "w")
     v = out.add_stream(codec, rate=fps)
@@ -35,6 +38,8 @@ def make_clip(path: Path, frames: int = 24, size: tuple[int, int] = (320, 240), 
         cx, cy = 250 + 20 * np.sin(i / 6), 170 + 10 * np.cos(i / 7)
         half = 150 / s
         crop = img[int(cy - half):int(cy + half), int(cx - half * w / h):int(cx + half * w / h)]
+        if two:
+            crop = img[int(cy - half):int(cy + half) + 100, 60:960]
         frame = cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA)
         for p in v.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
             out.mux(p)

@@ -101,7 +101,7 @@ def partial_path(dst: Path) -> Path:
 def transcode(src: str | Path, dst: str | Path, process: Callable[[int, np.ndarray], np.ndarray],
               codec: str = "libx264", crf: int = 18, preset: str = "veryfast", progress: bool = True,
               desc: str = "protecting", on_warning: Callable[[str], None] | None = None,
-              metadata: dict | None = None) -> int:
+              metadata: dict | None = None, pix_fmt: str | None = None) -> int:
     """Decode ``src``, call ``process(index, rgb)`` on every frame (display orientation), encode to ``dst``.
     Audio/subtitle streams are copied packet by packet. The output is written to a hidden partial file and renamed
     when complete; on error it is removed; on Ctrl-C it is finalised (playable) and kept. Returns frames written."""
@@ -124,7 +124,7 @@ def transcode(src: str | Path, dst: str | Path, process: Callable[[int, np.ndarr
         rate = vin.average_rate or vin.guessed_rate or Fraction(25)
         vout = out.add_stream(codec, rate=rate)
         vout.width, vout.height = w, h
-        vout.pix_fmt = "yuv420p" if (w % 2 == 0 and h % 2 == 0) else "yuv444p"
+        vout.pix_fmt = pix_fmt or ("yuv420p" if (w % 2 == 0 and h % 2 == 0) else "yuv444p")
         vout.time_base = vin.time_base
         if codec in ("libx264", "libx265", "h264", "hevc"):
             vout.options = {"crf": str(crf), "preset": preset}

@@ -1,0 +1,229 @@
+import os
+import stat
+import struct
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from difp_stream.cli import main
+from difp_stream.difp import FaceKey
+from difp_stream.keys import FaceRecord, KeyError_, KeyReader, KeyWriter, generate, load_public, load_secret
+from tests.clips import make_clip
+
+SHAPES = {"z_ts": [4, 16, 16], "correction": [4, 16, 16], "id_code": [128], "style": [2, 32]}
+
+
+def _record(track, frame, seed, exact=False):
+    r = np.random.default_rng(seed)
+    h = lambda *s: r.normal(size=s).astype(np.float16)  # noqa: E731
+    key = FaceKey(h(4, 16, 16), h(4, 16, 16), h(128), h(2, 32), 4, 0.8)
+    ex = ((10, 20, 30, 44), r.integers(0, 256, (24, 20, 3), dtype=np.uint8)) if exact else None
+    return FaceRecord(track, frame, r.normal(size=(2, 3)).astype(np.float32), key, ex)
+
+
+@pytest.fixture
+def pair(tmp_path):
+    s, p = generate(tmp_path / "id.key")
+    return load_secret(s), load_public(p), s, p
+
+
+@pytest.fixture
+def keyfile(tmp_path, pair):
+    path = tmp_path / "k.difpkeys"
+    recs = [_record(t, f, 10 * f + t, exact=(f == 2)) for f in range(4) for t in (0, 1)]
+    with KeyWriter(path, pair[1], SHAPES, {"model": "m"}) as w:
+        for r in recs:
+            w.append(r)
+    return path, recs
+
+
+def test_keygen_writes_a_private_secret_and_a_public_key(tmp_path):
+    s, p = generate(tmp_path / "a.key")
+    assert stat.S_IMODE(os.stat(s).st_mode) == 0o600
+    assert p.name == "a.key.pub" and b"PUBLIC KEY" in p.read_bytes()
+    s2, _ = generate(tmp_path / "b.key", passphrase=b"hunter2")
+    with pytest.raises(KeyError_, match="passphrase"):
+        load_secret(s2)
+    load_secret(s2, b"hunter2")
+    assert main(["keygen", str(tmp_path / "a.key")]) == 4  # never replaces a key
+
+
+def test_round_trip_and_track_selection(keyfile, pair):
+    path, recs = keyfile
+    r = KeyReader(path, pair[0])
+    assert r.complete and r.tracks == [0, 1]
+    got = list(r.records())
+    assert len(got) == len(recs)
+    for a, b in zip(got, recs):
+        assert (a.track_id, a.frame_index) == (b.track_id, b.frame_index)
+        assert np.array_equal(a.key.z_ts, b.key.z_ts) and np.array_equal(a.key.style, b.key.style)
+        assert np.allclose(a.transform, b.transform)
+        assert (a.exact is None) == (b.exact is None)
+        if a.exact:
+            assert a.exact[0] == b.exact[0] and np.array_equal(a.exact[1], b.exact[1])
+    only1 = list(KeyReader(path, pair[0]).records([1]))
+    assert {x.track_id for x in only1} == {1} and len(only1) == 4
+    with pytest.raises(KeyError_, match="not in the key file"):
+        list(KeyReader(path, pair[0]).records([7]))
+
+
+def test_nothing_sensitive_is_plaintext(keyfile):
+    path, recs = keyfile
+    data = path.read_bytes()
+    for r in recs:
+        for a in (r.key.z_ts, r.key.correction, r.key.id_code):
+            assert a.tobytes()[:32] not in data
+    assert b"z_ts" in data  # the header (shapes) is plaintext, the content is not
+
+
+def test_wrong_secret_is_refused(keyfile, tmp_path):
+    other = load_secret(generate(tmp_path / "other.key")[0])
+    with pytest.raises(KeyError_, match="wrong secret"):
+        list(KeyReader(keyfile[0], other).records())
+
+
+def test_truncated_file_needs_partial_and_reads_up_to_last_complete_record(keyfile, pair, tmp_path):
+    data = keyfile[0].read_bytes()
+    cut = tmp_path / "cut.difpkeys"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(KeyError_, match="incomplete"):
+        KeyReader(cut, pair[0])
+    got = list(KeyReader(cut, pair[0], partial=True).records())
+    assert 0 < len(got) < 8
+
+
+def test_flipped_bytes_are_detected(keyfile, pair, tmp_path):
+    data = bytearray(keyfile[0].read_bytes())
+    hpos = 8 + 5 + struct.unpack_from("<I", data, 9)[0]  # first byte after the header
+    for pos in range(hpos, len(data), 37):
+        bad = bytearray(data)
+        bad[pos] ^= 0x40
+        p = tmp_path / "bad.difpkeys"
+        p.write_bytes(bytes(bad))
+        with pytest.raises(KeyError_):
+            list(KeyReader(p, pair[0]).records())
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_fuzz_reader_never_crashes(keyfile, pair, tmp_path, data):
+    raw = bytearray(keyfile[0].read_bytes())
+    for _ in range(data.draw(st.integers(1, 4))):
+        op = data.draw(st.sampled_from(["flip", "cut", "insert"]))
+        pos = data.draw(st.integers(0, len(raw) - 1))
+        if op == "flip":
+            raw[pos] ^= data.draw(st.integers(1, 255))
+        elif op == "cut":
+            raw = raw[:pos]
+        else:
+            raw[pos:pos] = data.draw(st.binary(min_size=1, max_size=16))
+        if not raw:
+            raw = bytearray(b"x")
+    p = tmp_path / "fuzz.difpkeys"
+    p.write_bytes(bytes(raw))
+    try:
+        list(KeyReader(p, pair[0], partial=data.draw(st.booleans())).records())
+    except KeyError_:
+        pass
+
+
+def test_export_track_reseals_one_track(keyfile, pair, tmp_path):
+    bob_secret, bob_pub = generate(tmp_path / "bob.key")
+    out = tmp_path / "track1.difpkeys"
+    KeyReader(keyfile[0], pair[0]).export_track(1, load_public(bob_pub), out)
+    r = KeyReader(out, load_secret(bob_secret))
+    assert r.tracks == [1] and r.complete
+    assert len(list(r.records())) == 4
+    with pytest.raises(KeyError_):  # the original recipient's secret does not open Bob's copy
+        list(KeyReader(out, pair[0]).records())
+
+
+# ------------------------------------------------------------------------------------------ CLI round trips
+@pytest.fixture(scope="module")
+def two_face_clip(tmp_path_factory):
+    return make_clip(tmp_path_factory.mktemp("two") / "two.mp4", frames=10, size=(480, 240), two=True)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny_model):
+    d = tmp_path_factory.mktemp("model")
+    tiny_model.save(d)
+    return d
+
+
+def _frames(path):
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24").astype(np.float64) for f in c.decode(video=0)]
+
+
+def _psnr(a, b):
+    return 10 * np.log10(255**2 / max(np.mean((a - b) ** 2), 1e-9))
+
+
+def test_protect_then_recover_one_track_exact(tmp_path, two_face_clip, model_dir, pair):
+    _, _, secret, pub = pair
+    out = tmp_path / "out.mp4"
+    assert main([str(two_face_clip), str(out), "--model", str(model_dir), "--recipient", str(pub),
+                 "--recovery", "exact", "--no-progress"]) == 0
+    keys = Path(str(out) + ".difpkeys")
+    assert keys.exists() and not (tmp_path / "out.mp4.difpkeys.secret").exists()
+    reader = KeyReader(keys, load_secret(secret))
+    assert reader.tracks == [0, 1]
+    first = next(reader.records([0]))
+    x0, y0, x1, y1 = first.exact[0]
+    rec = tmp_path / "rec.mp4"
+    assert main(["recover", str(out), str(rec), "--keys", str(keys), "--identity", str(secret), "--track", "0",
+                 "--model", str(model_dir), "--no-progress"]) == 0
+    orig, prot, back = _frames(two_face_clip), _frames(out), _frames(rec)
+    assert len(orig) == len(back) == 10
+    # track 0's face region comes back (exact mode: up to codec rounding) ...
+    assert np.mean([_psnr(o[y0:y1, x0:x1], b[y0:y1, x0:x1]) for o, b in zip(orig[:1], back[:1])]) >= 45
+    # ... and the other person stays protected
+    tr1 = next(reader.records([1]))
+    a0, b0, a1, b1 = tr1.exact[0]
+    assert _psnr(prot[0][b0:b1, a0:a1], back[0][b0:b1, a0:a1]) > 38
+    assert _psnr(orig[0][b0:b1, a0:a1], back[0][b0:b1, a0:a1]) < 30
+    log = Path(str(keys) + ".audit.log").read_text()
+    assert '"tracks": [0]' in log and '"action": "recover"' in log
+
+
+def test_recover_errors_are_clear(tmp_path, two_face_clip, model_dir, pair, capsys):
+    _, _, secret, pub = pair
+    out, other = tmp_path / "out.mp4", tmp_path / "other.mp4"
+    for o in (out, other):
+        assert main([str(two_face_clip), str(o), "--model", str(model_dir), "--recipient", str(pub),
+                     "--no-progress"]) == 0
+    keys = str(out) + ".difpkeys"
+    wrong = generate(tmp_path / "wrong.key")[0]
+    base = ["--model", str(model_dir), "--no-progress"]
+    assert main(["recover", str(out), str(tmp_path / "r1.mp4"), "--keys", keys, "--identity", str(wrong)] + base) == 5
+    assert "wrong secret" in capsys.readouterr().err
+    assert main(["recover", str(other), str(tmp_path / "r2.mp4"), "--keys", keys, "--identity", str(secret)] + base) == 5
+    assert "another video" in capsys.readouterr().err
+    bad = tmp_path / "bad.difpkeys"
+    data = bytearray(Path(keys).read_bytes())
+    data[len(data) // 2] ^= 1
+    bad.write_bytes(bytes(data))
+    assert main(["recover", str(out), str(tmp_path / "r3.mp4"), "--keys", str(bad), "--identity", str(secret)] + base) == 5
+    assert "altered" in capsys.readouterr().err or "damaged" in capsys.readouterr().err
+    cut = tmp_path / "cut.difpkeys"
+    cut.write_bytes(Path(keys).read_bytes()[:-10])
+    assert main(["recover", str(out), str(tmp_path / "r4.mp4"), "--keys", str(cut), "--identity", str(secret)] + base) == 5
+    assert "incomplete" in capsys.readouterr().err
+    assert not any((tmp_path / f"r{i}.mp4").exists() for i in range(1, 5))  # never a garbage video
+    assert main(["keys", "list", keys, "--identity", str(secret)]) == 0
+    listing = capsys.readouterr().out
+    assert "complete" in listing and "    0     10      0     9" in listing
+
+
+def test_default_makes_a_key_pair_loudly(tmp_path, two_face_clip, model_dir, capsys):
+    out = tmp_path / "o.mp4"
+    assert main([str(two_face_clip), str(out), "--model", str(model_dir), "--no-progress"]) == 0
+    secret = tmp_path / "o.mp4.difpkeys.secret"
+    assert secret.exists() and stat.S_IMODE(os.stat(secret).st_mode) == 0o600
+    assert "SECRET" in capsys.readouterr().err
+    assert KeyReader(tmp_path / "o.mp4.difpkeys", load_secret(secret)).tracks == [0, 1]
