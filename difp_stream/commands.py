@@ -58,6 +58,10 @@ def protect_parser() -> argparse.ArgumentParser:
     f.add_argument("--detect-every", type=int, default=c.detect_every, help="detect every N frames, track between (default: 1)")
     f.add_argument("--detect-size", type=int, default=c.detect_size, help=f"longest side for detection (default: {c.detect_size})")
     f.add_argument("--max-misses", type=int, default=c.max_misses, help=f"frames a lost face stays covered (default: {c.max_misses})")
+    f.add_argument("--protect-every", type=int, default=c.protect_every,
+                   help=f"full DIFP run per face every N frames, motion carried between (default: {c.protect_every}; 1: every frame)")
+    f.add_argument("--carry-cutoff", type=int, default=c.carry_cutoff,
+                   help=f"latent low-pass size of the carried motion (default: {c.carry_cutoff})")
     _video_args(p)
     k = p.add_argument_group("recovery keys")
     k.add_argument("--recipient", default=None, help="public key (from `difp-stream keygen`) the keys are sealed to")
@@ -156,6 +160,7 @@ def cmd_protect(argv: list[str]) -> int:
         def make(key_path: Path | None, **extra):
             cfg = PipelineConfig(seed=args.seed, detect_every=args.detect_every, threshold=args.threshold,
                                  detect_size=args.detect_size, max_misses=args.max_misses, keys=keys,
+                                 protect_every=args.protect_every, carry_cutoff=args.carry_cutoff,
                                  exact=args.recovery == "exact")
             writer = None
             if keys:
@@ -178,7 +183,7 @@ def cmd_protect(argv: list[str]) -> int:
                     writer.close()
             st = fp.stats
             print(f"{dst}: {n} frames, {len(st.tracks)} tracks, {st.faces} face-frames covered "
-                  f"({st.protected} replaced, {st.obscured} blurred), {n / max(time.time() - t0, 1e-9):.1f} fps"
+                  f"({st.protected} replaced, {st.carried} of them carried, {st.obscured} blurred), {n / max(time.time() - t0, 1e-9):.1f} fps"
                   + (f"; keys: {key_path}" if keys else "; no keys (irreversible)"), file=sys.stderr)
         else:
             pairs = [(src, dst)] if kind == "image" else [(f, dst / f.name) for f in files]

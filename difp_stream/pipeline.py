@@ -25,6 +25,8 @@ class PipelineConfig:
     min_face: int = 12  # ignore faces smaller than this (pixels)
     max_misses: int = 12  # frames a track is kept (and covered) without a detection
     identity_refresh: int = 0  # recompute a track's identity code every N frames (0: once per track)
+    protect_every: int = 4  # full DIFP run per track every N frames; frames between are carried (Protector.carry)
+    carry_cutoff: int = 8  # latent low-pass size of the motion carried between keyframes
     keys: bool = False  # compute recovery keys (handed to ``on_key``)
     exact: bool = False  # also hand over the original pixels of each face region (exact recovery mode)
 
@@ -35,13 +37,17 @@ class TrackState:
     id_code: np.ndarray
     surrogate: np.ndarray | None = None
     id_frame: int = 0
+    key_frame: int = -1  # last DIFP keyframe of the track
+    key_latent: object = None  # its original latent z0 [1, C, h, w]
+    key_protected: object = None  # its protected latent z0' [1, C, h, w]
 
 
 @dataclass
 class Stats:
     frames: int = 0
     faces: int = 0  # face-frames covered
-    protected: int = 0  # face-frames replaced by DIFP
+    protected: int = 0  # face-frames replaced (DIFP keyframes + carried frames)
+    carried: int = 0  # of which carried from the track's last keyframe
     obscured: int = 0  # face-frames covered by the fail-closed blur
     tracks: set = field(default_factory=set)
 
@@ -118,14 +124,29 @@ class FaceProtector:
                     else:
                         st.id_code, st.id_frame = code, index
             states = [self.states[t.id] for t, _ in todo]
-            ids = np.stack([s.id_code for s in states])
-            seeds = [s.seed for s in states]
-            surs = [s.surrogate for s in states]
-            result = self.p.protect(crops, seeds=seeds, id_codes=ids, keys=self.cfg.keys,
-                                    surrogates=None if any(s is None for s in surs) else np.stack(surs))
-            for s, sur in zip(states, result.surrogates):
-                if s.surrogate is None:  # one fake person per track, for its whole life
-                    s.surrogate = sur
+            every = max(1, self.cfg.protect_every)
+            full = [k for k, s in enumerate(states) if s.key_frame < 0 or index - s.key_frame >= every]
+            carried = [k for k in range(len(states)) if k not in full]
+            out_crops, out_keys = [None] * len(todo), [None] * len(todo)
+            if full:
+                st = [states[k] for k in full]
+                surs = [s.surrogate for s in st]
+                r = self.p.protect(crops[full], seeds=[s.seed for s in st], id_codes=np.stack([s.id_code for s in st]),
+                                   keys=self.cfg.keys, surrogates=None if any(v is None for v in surs) else np.stack(surs))
+                for i, (k, s) in enumerate(zip(full, st)):
+                    if s.surrogate is None:  # one fake person per track, for its whole life
+                        s.surrogate = r.surrogates[i]
+                    s.key_frame, s.key_latent, s.key_protected = index, r.latents[i:i + 1], r.protected_latents[i:i + 1]
+                    out_crops[k], out_keys[k] = r.crops[i], r.keys[i] if r.keys else None
+            if carried:
+                import torch
+
+                st = [states[k] for k in carried]
+                r = self.p.carry(crops[carried], torch.cat([s.key_latent for s in st]),
+                                 torch.cat([s.key_protected for s in st]), self.cfg.carry_cutoff, keys=self.cfg.keys)
+                for i, k in enumerate(carried):
+                    out_crops[k], out_keys[k] = r.crops[i], r.keys[i] if r.keys else None
+                self.stats.carried += len(carried)
         except Exception as e:  # fail closed: nothing passes through unprotected
             self._warn_once(f"protect:{type(e).__name__}", f"protection failed ({type(e).__name__}: {e}); "
                             "faces are covered by a blur instead")
@@ -136,16 +157,16 @@ class FaceProtector:
         scale = np.array([[res / 128.0], [res / 128.0]], np.float32)
         for k, (t, m128) in enumerate(todo):
             m = m128 * scale
-            align.paste(out, result.crops[k], m, crops[k])
+            align.paste(out, out_crops[k], m, crops[k])
             self.stats.protected += 1
-            if self.on_key is not None and result.keys is not None:
+            if self.on_key is not None and out_keys[k] is not None:
                 exact = None
                 if self.cfg.exact:
                     box = align.roi_of(m, res, frame.shape[:2])
                     if box is not None:
                         x0, y0, x1, y1 = box
                         exact = (box, frame[y0:y1, x0:x1].copy())
-                self.on_key(FaceRecord(t.id, index, m, result.keys[k], exact))
+                self.on_key(FaceRecord(t.id, index, m, out_keys[k], exact))
 
 
 class FaceRecoverer:

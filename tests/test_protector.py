@@ -110,3 +110,16 @@ def test_model_save_load_round_trip(tmp_path, tiny_model, crops, id_codes):
     assert _psnr(a, b) > 35  # fp16 storage
     with pytest.raises(FileNotFoundError, match="no DIFP model"):
         DIFPModel.load(tmp_path / "nothing")
+
+
+def test_carry_follows_motion_and_recovers(protector, tiny_model, crops, id_codes):
+    key = protector.protect(crops[:1], seeds=1, id_codes=id_codes[:1])
+    moved = np.roll(crops[:1], 2, axis=2)
+    r = protector.carry(moved, key.latents, key.protected_latents, cutoff=8)
+    assert r.crops.shape == (1, 32, 32, 3) and r.keys[0].steps == 0
+    # no motion: the keyframe's protected face comes back unchanged
+    same = protector.carry(crops[:1], key.latents, key.protected_latents, cutoff=8)
+    assert np.abs(same.crops.astype(int) - key.crops.astype(int)).max() <= 2
+    # a carried key recovers the frame's own latent
+    z = tiny_model.encode(to_tensor(moved, 32, "cpu"))
+    assert (protector.recover_latents(r.keys) - z).abs().max() < 2e-2

@@ -10,7 +10,7 @@ import torch
 from .config import SamplingConfig
 from .guidance import dual_guidance
 from .models import DIFPModel
-from .realism import adaptive_g, cutoff_size, global_ssim, realism_step
+from .realism import adaptive_g, cutoff_size, global_ssim, lowpass, realism_step
 from .schedule import FewStepDDIM, make_scheduler
 from .surrogate import sample_surrogates
 
@@ -21,7 +21,8 @@ class FaceKey:
 
     ``z_ts``: the DDIM-inverted latent at ``t_s``; ``id_code`` / ``style``: the original's conditions;
     ``correction``: ``z0 - recovered(z_ts)``, so recovery is as faithful as the VAE; ``steps`` / ``strength``:
-    the schedule the key was made with."""
+    the schedule the key was made with. ``steps == 0`` marks a key of a *carried* frame (video frames between two
+    DIFP keyframes of a track): ``z_ts`` then holds the clean latent ``z0`` itself."""
 
     z_ts: np.ndarray  # float16 [C, h, w]
     correction: np.ndarray  # float16 [C, h, w]
@@ -35,7 +36,9 @@ class FaceKey:
 class ProtectResult:
     crops: np.ndarray  # uint8 [N, R, R, 3]
     keys: list[FaceKey] | None
-    surrogates: np.ndarray  # float32 [N, id_dim]
+    surrogates: np.ndarray | None  # float32 [N, id_dim]
+    latents: torch.Tensor | None = None  # z0 of the originals
+    protected_latents: torch.Tensor | None = None  # z0' of the protected faces
 
 
 def to_tensor(crops: np.ndarray, resolution: int, device) -> torch.Tensor:
@@ -54,6 +57,10 @@ def to_tensor(crops: np.ndarray, resolution: int, device) -> torch.Tensor:
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _half(a: torch.Tensor) -> np.ndarray:
+    return a.detach().to(torch.float16).cpu().numpy()
 
 
 def _seed_list(seeds: int | Sequence[int], n: int) -> list[int]:
@@ -161,11 +168,28 @@ class Protector:
         out = to_uint8(m.decode(z_p))
         key_list = None
         if keys:
-            half = lambda a: a.detach().to(torch.float16).cpu().numpy()  # noqa: E731
             corr = z0 - z_r
-            key_list = [FaceKey(half(z_ts[i]), half(corr[i]), half(ids[i]), half(sty_tok[i]), s.steps, s.strength)
+            key_list = [FaceKey(_half(z_ts[i]), _half(corr[i]), _half(ids[i]), _half(sty_tok[i]), s.steps, s.strength)
                         for i in range(n)]
-        return ProtectResult(out, key_list, sur.float().cpu().numpy())
+        return ProtectResult(out, key_list, sur.float().cpu().numpy(), z0, z_p)
+
+    @torch.no_grad()
+    def carry(self, crops: np.ndarray, ref_latents: torch.Tensor, ref_protected: torch.Tensor, cutoff: int,
+              keys: bool = True) -> ProtectResult:
+        """Temporal carry for video frames between two keyframes of a track: the keyframe's protected latent plus
+        the low-frequency part (``LP_cutoff``) of how the original moved since then,
+        ``z' = z'_key + LP(z - z_key)``: same fake person, current pose and expression, one VAE round trip
+        instead of a diffusion run. Keys of carried frames hold ``z0`` itself (``steps = 0``)."""
+        x = to_tensor(crops, self.resolution, self.device)
+        z0 = self.model.encode(x)
+        z_p = ref_protected + lowpass(z0 - ref_latents, cutoff)
+        key_list = None
+        if keys:
+            zero = np.zeros(z0.shape[1:], np.float16)
+            c = self.model.cfg
+            key_list = [FaceKey(_half(z0[i]), zero, np.zeros(c.id_dim, np.float16),
+                                np.zeros((c.style_tokens, c.token_dim), np.float16), 0, 0.0) for i in range(len(z0))]
+        return ProtectResult(to_uint8(self.model.decode(z_p)), key_list, None, z0, z_p)
 
     @torch.no_grad()
     def recover_latents(self, keys: Sequence[FaceKey]) -> torch.Tensor:
@@ -181,6 +205,9 @@ class Protector:
             groups.setdefault((int(k.steps), float(k.strength)), []).append(i)
         for (steps, strength), idx in groups.items():
             zi = z[idx]
+            if steps == 0:  # a carried frame's key holds the clean latent
+                out[idx] = zi
+                continue
             ctx = m.context(m.id_tokens(ids[idx]), sty[idx], len(idx))
             ts = self.ddim.timesteps(steps, strength)
             for t, t_next in zip(ts[:-1], ts[1:]):
