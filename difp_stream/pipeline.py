@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+import torch
 
 from .difp import Protector
 from .faces import align
@@ -29,6 +31,24 @@ class PipelineConfig:
     carry_cutoff: int = 8  # latent low-pass size of the motion carried between keyframes
     keys: bool = False  # compute recovery keys (handed to ``on_key``)
     exact: bool = False  # also hand over the original pixels of each face region (exact recovery mode)
+
+
+class Timings:
+    """Wall time per stage in ms (``with timings("detect"): ...``); cheap enough to stay on."""
+
+    def __init__(self):
+        self.ms: dict[str, list[float]] = {}
+        self._stage, self._t0 = None, 0.0
+
+    def __call__(self, stage: str) -> "Timings":
+        self._stage = stage
+        return self
+
+    def __enter__(self):
+        self._t0 = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self.ms.setdefault(self._stage, []).append((time.perf_counter() - self._t0) * 1000)
 
 
 @dataclass
@@ -63,6 +83,7 @@ class FaceProtector:
         self.tracker = Tracker(max_misses=self.cfg.max_misses)
         self.states: dict[int, TrackState] = {}
         self.stats = Stats()
+        self.timings = Timings()
         self.on_key = on_key  # callable(FaceRecord)
         self.log = log or (lambda m: print(f"warning: {m}", file=sys.stderr))
         self._warned: set[str] = set()
@@ -74,8 +95,12 @@ class FaceProtector:
 
     def tracks_for(self, index: int, frame: np.ndarray) -> list[Track]:
         if index % max(1, self.cfg.detect_every) == 0:
-            return self.tracker.update(self.detector.detect([frame])[0], index)
-        return self.tracker.predict(index)
+            with self.timings("detect"):
+                faces = self.detector.detect([frame])[0]
+            with self.timings("track"):
+                return self.tracker.update(faces, index)
+        with self.timings("track"):
+            return self.tracker.predict(index)
 
     def process(self, index: int, frame: np.ndarray) -> np.ndarray:
         """Protect every face of one RGB frame (a copy is returned)."""
@@ -110,14 +135,16 @@ class FaceProtector:
     def _protect(self, index: int, frame: np.ndarray, out: np.ndarray, todo: list) -> None:
         res = self.p.resolution
         try:
-            crops128 = np.stack([align.crop(frame, m, 128) for _, m in todo])
-            crops = crops128 if res == 128 else np.stack(
-                [cv2.resize(c, (res, res), interpolation=cv2.INTER_AREA) for c in crops128])
+            with self.timings("align"):
+                crops128 = np.stack([align.crop(frame, m, 128) for _, m in todo])
+                crops = crops128 if res == 128 else np.stack(
+                    [cv2.resize(c, (res, res), interpolation=cv2.INTER_AREA) for c in crops128])
             for k, (t, _) in enumerate(todo):
                 st = self.states.get(t.id)
                 refresh = self.cfg.identity_refresh and st and index - st.id_frame >= self.cfg.identity_refresh
                 if st is None or refresh:
-                    code = self.id_enc(crops128[k:k + 1])[0]
+                    with self.timings("identity"):
+                        code = self.id_enc(crops128[k:k + 1])[0]
                     if st is None:
                         self.states[t.id] = TrackState(seed=self.cfg.seed * 1_000_003 + t.id, id_code=code,
                                                        id_frame=index)
@@ -131,19 +158,21 @@ class FaceProtector:
             if full:
                 st = [states[k] for k in full]
                 surs = [s.surrogate for s in st]
-                r = self.p.protect(crops[full], seeds=[s.seed for s in st], id_codes=np.stack([s.id_code for s in st]),
-                                   keys=self.cfg.keys, surrogates=None if any(v is None for v in surs) else np.stack(surs))
+                with self.timings("difp"):
+                    r = self.p.protect(crops[full], seeds=[s.seed for s in st],
+                                       id_codes=np.stack([s.id_code for s in st]), keys=self.cfg.keys,
+                                       surrogates=None if any(v is None for v in surs) else np.stack(surs))
                 for i, (k, s) in enumerate(zip(full, st)):
                     if s.surrogate is None:  # one fake person per track, for its whole life
                         s.surrogate = r.surrogates[i]
                     s.key_frame, s.key_latent, s.key_protected = index, r.latents[i:i + 1], r.protected_latents[i:i + 1]
                     out_crops[k], out_keys[k] = r.crops[i], r.keys[i] if r.keys else None
             if carried:
-                import torch
-
                 st = [states[k] for k in carried]
-                r = self.p.carry(crops[carried], torch.cat([s.key_latent for s in st]),
-                                 torch.cat([s.key_protected for s in st]), self.cfg.carry_cutoff, keys=self.cfg.keys)
+                with self.timings("carry"):
+                    r = self.p.carry(crops[carried], torch.cat([s.key_latent for s in st]),
+                                     torch.cat([s.key_protected for s in st]), self.cfg.carry_cutoff,
+                                     keys=self.cfg.keys)
                 for i, k in enumerate(carried):
                     out_crops[k], out_keys[k] = r.crops[i], r.keys[i] if r.keys else None
                 self.stats.carried += len(carried)
@@ -157,7 +186,8 @@ class FaceProtector:
         scale = np.array([[res / 128.0], [res / 128.0]], np.float32)
         for k, (t, m128) in enumerate(todo):
             m = m128 * scale
-            align.paste(out, out_crops[k], m, crops[k])
+            with self.timings("blend"):
+                align.paste(out, out_crops[k], m, crops[k])
             self.stats.protected += 1
             if self.on_key is not None and out_keys[k] is not None:
                 exact = None

@@ -10,6 +10,7 @@ import pytest
 from difp_stream.cli import main
 from difp_stream.video.io import count_frames, probe
 from tests.clips import astronaut, make_clip
+from bench.common import faces_leaked as _leaks
 from tests.conftest import VIDEOS
 
 
@@ -35,22 +36,7 @@ def _frames(path):
 
 
 def faces_leaked(original_frames, protected_frames, every=1) -> int:
-    """Face-frames of the output still matched (dlib L2 < 0.6) to the original face of the same frame."""
-    from difp_stream.difp.identity import DlibIdentityEncoder
-    from difp_stream.faces import align
-    from difp_stream.faces.detect import Detector
-
-    det, enc, leaks = Detector(threshold=0.5), DlibIdentityEncoder(), 0
-    for a, b in list(zip(original_frames, protected_frames))[::every]:
-        orig = det.detect([a])[0]
-        prot = det.detect([b])[0]
-        if not orig or not prot:
-            continue
-        ea = enc(np.stack([align.crop(a, align.similarity(f.landmarks, 128), 128) for f in orig]))
-        eb = enc(np.stack([align.crop(b, align.similarity(f.landmarks, 128), 128) for f in prot]))
-        d = np.linalg.norm(ea[:, None] - eb[None], axis=2)
-        leaks += int((d < 0.6).any(axis=1).sum())
-    return leaks
+    return _leaks(original_frames, protected_frames, every)[0]
 
 
 def test_video_keeps_frames_timing_audio_and_covers_faces(tmp_path, clip, model_dir):
