@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .commands import EXIT_INTERRUPTED, EXIT_OK, cmd_keygen, cmd_keys, cmd_protect, cmd_recover
+from .commands import EXIT_INTERRUPTED, EXIT_OK, cmd_export, cmd_keygen, cmd_keys, cmd_protect, cmd_recover
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -59,7 +59,7 @@ def cmd_train(argv: list[str]) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"train": cmd_train, "keygen": cmd_keygen, "recover": cmd_recover, "keys": cmd_keys}
+COMMANDS = {"train": cmd_train, "keygen": cmd_keygen, "recover": cmd_recover, "keys": cmd_keys, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,9 @@ def _err(msg: str) -> None:
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model folder (default: the weights shipped in the package)")
-    p.add_argument("--backend", default="torch", choices=["torch"], help="runtime backend (default: torch)")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"],
+                   help="runtime for the U-Net and VAE (default: auto = TensorRT on a GPU where installed, "
+                        "ONNX Runtime on CPU, else PyTorch)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -90,6 +92,14 @@ def _load_model(args):
     return model, device
 
 
+def _protector(args, model, device, sampling=None):
+    from .difp import Protector
+    from .runtime import select
+
+    backend, _ = select(args.backend, model, device)
+    return Protector(model, sampling, device, backend=backend)
+
+
 def _check_paths(src: Path, dst: Path, overwrite: bool) -> None:
     from .video import InputError, OutputError
 
@@ -145,14 +155,14 @@ def cmd_protect(argv: list[str]) -> int:
             for f in files:
                 if (dst / f.name).exists() and not args.overwrite:
                     raise OutputError(f"{dst / f.name} exists (use --overwrite to replace it)")
-        from .difp import Protector, SamplingConfig
+        from .difp import SamplingConfig
         from .difp.identity import DlibIdentityEncoder
         from .pipeline import FaceProtector, PipelineConfig
 
         model, device = _load_model(args)
         sampling = SamplingConfig(steps=args.steps, strength=args.strength, s_id=args.s_id, s_sty=args.s_sty,
                                   g_rea=args.g_rea, adaptive_realism=args.adaptive_realism)
-        protector, id_enc = Protector(model, sampling, device), DlibIdentityEncoder()
+        protector, id_enc = _protector(args, model, device, sampling), DlibIdentityEncoder()
         keys = not args.no_keys
         recipient = _recipient(args, dst if kind != "folder" else dst / "images") if keys else None
         info = {"model": model.fingerprint(), "resolution": model.cfg.resolution, "input": src.name}
@@ -319,14 +329,13 @@ def cmd_recover(argv: list[str]) -> int:
             if side.exists() and side.read_text().strip() != digest:
                 raise KeyError_(f"{args.keys} belongs to another image (its hash differs)")
         records = list(reader.records(args.track))
-        from .difp import Protector
         from .pipeline import FaceRecoverer
 
         model, device = _load_model(args)
         if reader.header.get("model") and reader.header["model"] != model.fingerprint():
             raise KeyError_(f"the key file was made with model {reader.header['model']}, not {model.fingerprint()} "
                             "(pass that model with --model)")
-        rec = FaceRecoverer(Protector(model, device=device), records)
+        rec = FaceRecoverer(_protector(args, model, device), records)
         if kind == "video":
             # 4:4:4 so that restored faces are not blurred again by chroma subsampling
             transcode(src, dst, rec.process, codec=args.codec, crf=args.crf, preset=args.preset,
@@ -399,3 +408,27 @@ def cmd_keys(argv: list[str]) -> int:
     except FileExistsError as e:
         _err(str(e))
         return EXIT_OUTPUT
+
+
+# ---------------------------------------------------------------------------------------------------- export
+def cmd_export(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="difp-stream export",
+                                description="Export the model to ONNX (dynamic batch, checked against PyTorch) and, "
+                                            "with --tensorrt, build TensorRT engines from it.")
+    p.add_argument("--model", default=None, help="model folder (default: the shipped weights)")
+    p.add_argument("--out", default=None, help="ONNX folder (default: ~/.cache/difp-stream/onnx/FINGERPRINT)")
+    p.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines into engines/ (GPU only)")
+    args = p.parse_args(argv)
+    from .difp import DIFPModel, load_default
+    from .runtime.backends import CACHE
+    from .runtime.onnx_export import export
+
+    model = DIFPModel.load(args.model) if args.model else load_default()
+    out = Path(args.out) if args.out else CACHE / "onnx" / model.fingerprint()
+    export(model, out)
+    if args.tensorrt:
+        from .runtime.tensorrt import TrtBackend
+
+        TrtBackend(model.to("cuda"))
+        print("TensorRT engines built under engines/")
+    return EXIT_OK

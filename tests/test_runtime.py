@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+import torch
+
+from difp_stream.difp import Protector, SamplingConfig
+from difp_stream.runtime import OrtBackend, available, select
+from difp_stream.runtime.onnx_export import export
+
+
+def _psnr(a, b):
+    return 10 * np.log10(255**2 / max(np.mean((a.astype(float) - b.astype(float)) ** 2), 1e-12))
+
+
+@pytest.fixture(scope="module")
+def onnx_dir(tmp_path_factory, tiny_model):
+    d = tmp_path_factory.mktemp("onnx")
+    report = export(tiny_model, d, log=lambda m: None)
+    assert set(report["max_abs_error"]) == {"unet", "vae_encoder", "vae_decoder", "style_encoder", "identity_projector"}
+    assert max(report["max_abs_error"].values()) < 1e-3
+    assert (d / "detector.onnx").stat().st_size > 1_000_000
+    return d
+
+
+def test_onnxruntime_matches_pytorch(onnx_dir, tiny_model, crops, id_codes):
+    ort_p = Protector(tiny_model, SamplingConfig(), device="cpu", backend=OrtBackend(tiny_model, onnx_dir))
+    pt_p = Protector(tiny_model, SamplingConfig(), device="cpu")
+    a = pt_p.protect(crops, seeds=4, id_codes=id_codes)
+    b = ort_p.protect(crops, seeds=4, id_codes=id_codes)
+    assert _psnr(a.crops, b.crops) >= 40
+    assert _psnr(pt_p.recover(a.keys), ort_p.recover(b.keys)) >= 40
+
+
+def test_select_falls_back_with_a_reason(tiny_model):
+    msgs = []
+    backend, name = select("tensorrt", tiny_model, "cpu", log=msgs.append)
+    if available()["tensorrt"] is not None:
+        assert backend is None and name == "torch" and "tensorrt unavailable" in msgs[0]
+    assert select("torch", tiny_model, "cpu")[1] == "torch"
+
+
+@pytest.mark.skipif(available()["tensorrt"] is not None, reason="TensorRT and a CUDA GPU are not both present")
+def test_tensorrt_matches_pytorch(tiny_model, crops, id_codes, tmp_path):
+    from difp_stream.runtime.tensorrt import TrtBackend
+
+    model = tiny_model.to("cuda")
+    trt_p = Protector(model, device="cuda", backend=TrtBackend(model, root=tmp_path))
+    pt_p = Protector(model, device="cuda")
+    assert _psnr(pt_p.protect(crops, seeds=4, id_codes=id_codes).crops,
+                 trt_p.protect(crops, seeds=4, id_codes=id_codes).crops) >= 35
