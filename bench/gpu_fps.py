@@ -1,0 +1,71 @@
+"""End-to-end fps on a GPU: synthetic 720p and 1080p frames holding 1, 4 or 8 copies of a face, the full frame
+pipeline (detect, track, align, protect, paste) with DIFP on CUDA in fp32 and with fp16 autocast.
+Part of bench/gpu_check.sh; runs on CPU too (slowly) with --device cpu."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import RESULTS, machine  # noqa: E402
+from difp_stream.difp import DIFPModel, Protector, SamplingConfig, load_default  # noqa: E402
+from difp_stream.pipeline import FaceProtector, PipelineConfig  # noqa: E402
+
+
+def frame_with_faces(w: int, h: int, n: int) -> np.ndarray:
+    from skimage import data
+
+    face = data.astronaut()[20:300, 130:370]
+    frame = np.full((h, w, 3), 90, np.uint8)
+    cols = int(np.ceil(np.sqrt(n)))
+    size = min(w // cols, h // int(np.ceil(n / cols)), 320)
+    for i in range(n):
+        x, y = (i % cols) * (w // cols), (i // cols) * (h // int(np.ceil(n / cols)))
+        frame[y:y + size, x:x + int(size * 240 / 280)] = cv2.resize(face, (int(size * 240 / 280), size))
+    return frame
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--frames", type=int, default=30)
+    args, _ = ap.parse_known_args()
+    model = DIFPModel.load(args.model, args.device) if args.model else load_default(args.device)
+    out = []
+    for dtype in ("fp32", "fp16"):
+        ctx = (torch.autocast("cuda", dtype=torch.float16) if dtype == "fp16" and args.device == "cuda"
+               else contextlib.nullcontext())
+        for (w, h) in ((1280, 720), (1920, 1080)):
+            for n in (1, 4, 8):
+                frame = frame_with_faces(w, h, n)
+                fp = FaceProtector(Protector(model, SamplingConfig(), args.device), lambda c: np.zeros((len(c), 128), np.float32),
+                                   PipelineConfig(keys=True))
+                with ctx:
+                    fp.process(0, frame)
+                    if args.device == "cuda":
+                        torch.cuda.synchronize()
+                    t = time.perf_counter()
+                    for i in range(1, args.frames + 1):
+                        fp.process(i, frame)
+                    if args.device == "cuda":
+                        torch.cuda.synchronize()
+                fps = args.frames / (time.perf_counter() - t)
+                st = {k: float(np.median(v)) for k, v in fp.timings.ms.items()}
+                row = {"dtype": dtype, "size": f"{w}x{h}", "faces": n, "fps": fps, "stage_ms_p50": st}
+                out.append(row)
+                print(json.dumps(row))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"gpu_fps_{args.device}.json").write_text(json.dumps({"machine": machine(), "rows": out}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
