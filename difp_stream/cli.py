@@ -28,6 +28,8 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "difp-stream"), help="where resized crops are cached")
     p.add_argument("--init", default=None, help="start from this model folder instead of random weights")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--from-phase", choices=["vae", "unet1", "unet2"], default=None,
+                   help="restart the run (or --init model) at this phase with fresh step counts")
     p.add_argument("--no-progress", action="store_true")
     for f in ("vae_steps", "stage1_steps", "stage2_steps", "batch_vae", "batch_unet"):
         p.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(d, f), help=f"(default: {getattr(d, f)})")
@@ -53,7 +55,7 @@ def cmd_train(argv: list[str]) -> int:
     tcfg = TrainConfig(**{k: getattr(args, k) for k in ("vae_steps", "stage1_steps", "stage2_steps", "batch_vae",
                                                         "batch_unet", "lr_vae", "lr_unet", "drop", "checkpoint_seconds")})
     trainer = Trainer(data, args.out, ModelConfig(resolution=args.resolution), tcfg, args.device, eval_data,
-                      init_model=args.init, progress=not args.no_progress)
+                      init_model=args.init, progress=not args.no_progress, from_phase=args.from_phase)
     trainer.run()
     print(f"model written to {Path(args.out) / 'model'}")
     return EXIT_OK

@@ -68,7 +68,8 @@ def fit_identity_stats(model: DIFPModel, desc: np.ndarray) -> None:
 class Trainer:
     def __init__(self, data: FaceSet, out_dir: str | Path, model_cfg: ModelConfig | None = None,
                  train_cfg: TrainConfig | None = None, device: str = "cpu", eval_data: FaceSet | None = None,
-                 init_model: str | Path | None = None, log: Callable[[str], None] = print, progress: bool = True):
+                 init_model: str | Path | None = None, log: Callable[[str], None] = print, progress: bool = True,
+                 from_phase: str | None = None):
         if data.descriptors is None:
             raise ValueError("training needs identity descriptors (dlib_descriptors.npy beside manifest.tsv)")
         self.data, self.eval_data = data, eval_data
@@ -96,6 +97,11 @@ class Trainer:
                 self.model = DIFPModel(self.mcfg)
                 fit_identity_stats(self.model, data.descriptors)
             self.phase, self.step, self._opt_state = "vae", 0, None
+        if from_phase is not None:  # e.g. more VAE training for a finished run, then the U-Net stages again
+            if from_phase not in PHASES[:-1]:
+                raise ValueError(f"from_phase must be one of {PHASES[:-1]}")
+            self.phase, self.step, self._opt_state = from_phase, 0, None
+            log(f"restarting at phase {from_phase}")
         if data.images.shape[1] != self.mcfg.resolution:
             raise ValueError(f"data resolution {data.images.shape[1]} != model resolution {self.mcfg.resolution}")
         self.model.to(self.device)
