@@ -227,3 +227,12 @@ def test_default_makes_a_key_pair_loudly(tmp_path, two_face_clip, model_dir, cap
     assert secret.exists() and stat.S_IMODE(os.stat(secret).st_mode) == 0o600
     assert "SECRET" in capsys.readouterr().err
     assert KeyReader(tmp_path / "o.mp4.difpkeys", load_secret(secret)).tracks == [0, 1]
+
+
+def test_header_tampering_is_detected(keyfile, pair, tmp_path):
+    data = keyfile[0].read_bytes()
+    assert b'"model": "m"' in data
+    p = tmp_path / "h.difpkeys"
+    p.write_bytes(data.replace(b'"model": "m"', b'"model": "n"'))
+    with pytest.raises(KeyError_):
+        list(KeyReader(p, pair[0]).records())

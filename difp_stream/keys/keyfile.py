@@ -9,8 +9,8 @@ Layout (all integers little-endian)::
       'F' face     track_id (u32) | seq (u32) | nonce 12 | AES-256-GCM(data key, zlib(payload))
       'E' end      track_id (u32) | nonce 12 | AES-256-GCM(data key, count u32)   one per track, on close
 
-Every encrypted body is bound (AES-GCM associated data) to the stream id, its record type, its track and its
-sequence number, so a flipped byte, a record moved between files or tracks, or a reordering fails authentication.
+Every encrypted body is bound (AES-GCM associated data) to a digest of the header's format, stream id, shapes,
+model and resolution, to its record type, its track and its sequence number, so a flipped byte, a record moved between files or tracks, or a reordering fails authentication.
 The 'E' records prove that a track is complete; a file cut short (a crash, a live stream) is still readable up to
 its last complete record (``partial=True``).
 
@@ -20,6 +20,7 @@ PNG of the original pixels there.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -53,8 +54,18 @@ class FaceRecord:
     exact: tuple[tuple[int, int, int, int], np.ndarray] | None = None  # ROI (x0, y0, x1, y1) and its RGB pixels
 
 
-def _aad(kind: bytes, stream_id: bytes, track_id: int, seq: int = 0) -> bytes:
-    return b"difp1|" + kind + stream_id + struct.pack("<II", track_id, seq)
+BOUND_FIELDS = ("format", "stream_id", "shapes", "model", "resolution")
+ARRAYS = ("z_ts", "correction", "id_code", "style")
+
+
+def binding(header: dict) -> bytes:
+    """Digest of the header fields every record is bound to (those that an export keeps unchanged)."""
+    core = {k: header.get(k) for k in BOUND_FIELDS}
+    return hashlib.sha256(json.dumps(core, sort_keys=True).encode()).digest()
+
+
+def _aad(kind: bytes, bound: bytes, track_id: int, seq: int = 0) -> bytes:
+    return b"difp1|" + kind + bound + struct.pack("<II", track_id, seq)
 
 
 def encode_payload(rec: FaceRecord) -> bytes:
@@ -113,6 +124,7 @@ class KeyWriter:
                   "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "shapes": shapes, **(info or {})}
         self._f.write(MAGIC + bytes([VERSION]))
         self._record(b"H", json.dumps(header, sort_keys=True).encode())
+        self.bound = binding(header)
 
     def _record(self, kind: bytes, body: bytes) -> None:
         self._f.write(_HEAD.pack(kind[0], len(body)) + body)
@@ -122,10 +134,10 @@ class KeyWriter:
         if t not in self._keys:
             self._keys[t] = AESGCM.generate_key(256)
             self._seq[t] = 0
-            self._record(b"T", struct.pack("<I", t) + seal(self._keys[t], self.recipient, _aad(b"T", self.stream_id, t)))
+            self._record(b"T", struct.pack("<I", t) + seal(self._keys[t], self.recipient, _aad(b"T", self.bound, t)))
         seq = self._seq[t]
         nonce = os.urandom(12)
-        ct = AESGCM(self._keys[t]).encrypt(nonce, encode_payload(rec), _aad(b"F", self.stream_id, t, seq))
+        ct = AESGCM(self._keys[t]).encrypt(nonce, encode_payload(rec), _aad(b"F", self.bound, t, seq))
         self._record(b"F", struct.pack("<II", t, seq) + nonce + ct)
         self._seq[t] = seq + 1
 
@@ -137,7 +149,7 @@ class KeyWriter:
             return
         for t, key in self._keys.items():
             nonce = os.urandom(12)
-            ct = AESGCM(key).encrypt(nonce, struct.pack("<I", self._seq[t]), _aad(b"E", self.stream_id, t))
+            ct = AESGCM(key).encrypt(nonce, struct.pack("<I", self._seq[t]), _aad(b"E", self.bound, t))
             self._record(b"E", struct.pack("<I", t) + nonce + ct)
         self._f.flush()
         os.fsync(self._f.fileno())
@@ -183,9 +195,14 @@ def read_raw(data: bytes) -> tuple[dict, list[_Raw], bool]:
         raise KeyError_("key file has no header")
     try:
         header = json.loads(recs[0].body)
-        bytes.fromhex(header["stream_id"])
-        header["shapes"]["z_ts"]
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        if len(bytes.fromhex(header["stream_id"])) != 16:
+            raise ValueError
+        for name in ARRAYS:
+            shape = header["shapes"][name]
+            if not (isinstance(shape, list) and 0 < len(shape) <= 4
+                    and all(isinstance(v, int) and 0 < v <= 4096 for v in shape) and np.prod(shape) <= 1 << 20):
+                raise ValueError
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
         raise KeyError_("key file header is damaged") from None
     return header, recs[1:], truncated
 
@@ -201,6 +218,7 @@ class KeyReader:
             raise KeyError_(f"cannot read key file {path}: {e}") from None
         self.header, self._recs, self.truncated = read_raw(data)
         self.stream_id = bytes.fromhex(self.header["stream_id"])
+        self.bound = binding(self.header)
         self.secret = secret
         self.partial = partial
         self.tracks = sorted({struct.unpack_from("<I", r.body)[0] for r in self._recs if r.kind == "T" and len(r.body) >= 4})
@@ -216,7 +234,7 @@ class KeyReader:
             blob = next((r.body[4:] for r in self._recs if r.kind == "T" and struct.unpack_from("<I", r.body)[0] == t), None)
             if blob is None:
                 raise KeyError_(f"track {t} is not in the key file (tracks: {self.tracks})")
-            self._data_keys[t] = unseal(blob, self.secret, _aad(b"T", self.stream_id, t))
+            self._data_keys[t] = unseal(blob, self.secret, _aad(b"T", self.bound, t))
         return self._data_keys[t]
 
     def records(self, tracks: list[int] | None = None) -> Iterator[FaceRecord]:
@@ -233,7 +251,7 @@ class KeyReader:
                 if seq != seen[t]:
                     raise KeyError_(f"track {t}: record {seen[t]} is missing or out of order (file altered)")
                 try:
-                    plain = AESGCM(self._key(t)).decrypt(r.body[8:20], r.body[20:], _aad(b"F", self.stream_id, t, seq))
+                    plain = AESGCM(self._key(t)).decrypt(r.body[8:20], r.body[20:], _aad(b"F", self.bound, t, seq))
                 except InvalidTag:
                     raise KeyError_(f"track {t}: record {seq} failed authentication (the key file was altered)") from None
                 seen[t] += 1
@@ -249,7 +267,7 @@ class KeyReader:
                     continue
                 try:
                     count = struct.unpack("<I", AESGCM(self._key(t)).decrypt(r.body[4:16], r.body[16:],
-                                                                             _aad(b"E", self.stream_id, t)))[0]
+                                                                             _aad(b"E", self.bound, t)))[0]
                 except InvalidTag:
                     raise KeyError_(f"track {t}: end record failed authentication (the key file was altered)") from None
                 if count != seen[t]:
@@ -267,7 +285,7 @@ class KeyReader:
         out = io.BytesIO()
         out.write(MAGIC + bytes([VERSION]))
         for kind, body in [("H", json.dumps(header, sort_keys=True).encode()),
-                           ("T", struct.pack("<I", track) + seal(key, recipient, _aad(b"T", self.stream_id, track)))]:
+                           ("T", struct.pack("<I", track) + seal(key, recipient, _aad(b"T", self.bound, track)))]:
             out.write(_HEAD.pack(ord(kind), len(body)) + body)
         for r in self._recs:
             if r.kind in "FE" and len(r.body) >= 4 and struct.unpack_from("<I", r.body)[0] == track:
