@@ -72,7 +72,7 @@ def main() -> None:
         backend, used = select(name, model, args.device)
         if used != name:
             continue
-        p = Protector(model, SamplingConfig(), args.device, backend=backend)
+        p = Protector(model, model.cfg.sampling_config(), args.device, backend=backend)
         out = p.protect(crops, seeds=1, id_codes=desc, keys=False).crops
         ref = out if name == "torch" else ref
         r = {"backend": name, "psnr_vs_torch_db": None if name == "torch" else psnr(ref, out)}

@@ -47,7 +47,7 @@ def main() -> None:
         for (w, h) in ((1280, 720), (1920, 1080)):
             for n in (1, 4, 8):
                 frame = frame_with_faces(w, h, n)
-                fp = FaceProtector(Protector(model, SamplingConfig(), args.device), lambda c: np.zeros((len(c), 128), np.float32),
+                fp = FaceProtector(Protector(model, model.cfg.sampling_config(), args.device), lambda c: np.zeros((len(c), 128), np.float32),
                                    PipelineConfig(keys=True))
                 with ctx:
                     fp.process(0, frame)

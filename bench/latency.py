@@ -45,7 +45,7 @@ def run_difp(clip: Path, model, args) -> dict:
         t = time.perf_counter()
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(s)][: args.frames or None]
         decode_ms = (time.perf_counter() - t) * 1000 / max(1, len(frames))
-    p = Protector(model, SamplingConfig(steps=args.steps), device="cpu")
+    p = Protector(model, model.cfg.sampling_config(steps=args.steps), device="cpu")
     cfg = PipelineConfig(keys=not args.no_keys, protect_every=args.protect_every, detect_every=args.detect_every)
     fp = FaceProtector(p, DlibIdentityEncoder(), cfg)
     fp.process(0, frames[0])  # warm-up (first track: identity code, allocations)
@@ -107,7 +107,7 @@ def main() -> None:
     ap.add_argument("--clip", default=None, help="video to measure (default: a generated 640x480 clip)")
     ap.add_argument("--model", default=None)
     ap.add_argument("--frames", type=int, default=100, help="frames to process (0: all)")
-    ap.add_argument("--steps", type=int, default=SamplingConfig().steps)
+    ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--protect-every", type=int, default=PipelineConfig().protect_every)
     ap.add_argument("--detect-every", type=int, default=1)
     ap.add_argument("--no-keys", action="store_true")
@@ -136,7 +136,7 @@ def main() -> None:
     d = r["difp"]
     lines = [f"# Latency: {r['clip']} ({d['size']}, {d['frames']} frames)", "",
              f"`python bench/latency.py {' '.join(sys.argv[1:])}` on {r['machine']}, torch threads "
-             f"{r['torch_threads']}; steps {args.steps}, protect-every {args.protect_every}, keys "
+             f"{r['torch_threads']}; steps {args.steps or 'default'}, protect-every {args.protect_every}, keys "
              f"{'off' if args.no_keys else 'on'}.", "", "| stage | p50 ms | p95 ms | calls |", "| --- | --- | --- | --- |"]
     for k, v in d["stages_ms"].items():
         lines.append(f"| {k} | {v['p50']:.1f} | {v['p95']:.1f} | {v['n']} |")

@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--data", default=str(SHARED / "faces"))
     ap.add_argument("--limit", type=int, default=300, help="eval crops to use (spread over the split)")
-    ap.add_argument("--steps", type=int, default=SamplingConfig().steps)
+    ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--name", default="model")
     args = ap.parse_args()
@@ -56,7 +56,7 @@ def main() -> None:
     crops128 = full.images[pick]
     crops = np.stack([cv2.resize(c, (res, res), interpolation=cv2.INTER_AREA) for c in crops128])
     desc = full.descriptors[pick]
-    p = Protector(model, SamplingConfig(steps=args.steps), device="cpu")
+    p = Protector(model, model.cfg.sampling_config(steps=args.steps), device="cpu")
     enc, det = DlibIdentityEncoder(), Detector(threshold=0.5)
     seeds = (1, 2, 3)
     prot = {s: [] for s in seeds}
@@ -94,7 +94,7 @@ def main() -> None:
         "model": str(args.model or "default"),
         "resolution": res,
         "crops": int(len(crops)),
-        "steps": args.steps,
+        "sampling": {k: getattr(p.sampling, k) for k in ("steps", "strength", "s_id", "s_sty", "g_rea")},
         "protection_success_same_photo": float((d_same > 0.6).mean()),
         "protection_success_other_photos": float((others > 0.6).mean()) if len(others) else None,
         "other_photo_pairs": int(len(others)),
@@ -121,7 +121,8 @@ def main() -> None:
         rows.append(np.concatenate([up128(x) for x in (crops[k], prot[1][k], prot[2][k], prot[3][k], rec[k])], 1))
     cv2.imwrite(str(out / f"{args.name}_grid.png"), np.concatenate(rows, 0)[:, :, ::-1])
     goal = lambda v, g, hi=True: "✅" if v is not None and (v >= g if hi else v <= g) else "❌"  # noqa: E731
-    md = f"""# Model report ({m['model']}, {res}×{res}, {args.steps} DDIM steps)
+    sm = m["sampling"]
+    md = f"""# Model report ({m['model']}, {res}×{res}; steps {sm['steps']}, S_n {sm['strength']}, s_id {sm['s_id']}, s_sty {sm['s_sty']}, g_rea {sm['g_rea']})
 
 Made by `python bench/model_report.py{' --model ' + args.model if args.model else ''} --limit {args.limit}` on
 {m['crops']} crops spread over the `eval` split of shared/data/faces (people never seen in training), on

@@ -48,12 +48,12 @@ def protect_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--seed", type=int, default=c.seed, help="makes the fake identities reproducible (default: 0)")
     _model_args(p)
-    g = p.add_argument_group("DIFP sampling")
-    g.add_argument("--steps", type=int, default=s.steps, help=f"DDIM steps (default: {s.steps})")
-    g.add_argument("--strength", type=float, default=s.strength, help=f"S_n, start at t = S_n*T (default: {s.strength})")
-    g.add_argument("--s-id", type=float, default=s.s_id, help=f"identity guidance scale (default: {s.s_id})")
-    g.add_argument("--s-sty", type=float, default=s.s_sty, help=f"style guidance scale (default: {s.s_sty})")
-    g.add_argument("--g-rea", type=float, default=s.g_rea, help=f"realism scale (default: {s.g_rea})")
+    g = p.add_argument_group("DIFP sampling (defaults: the model's recommended values, else the paper's)")
+    g.add_argument("--steps", type=int, default=None, help=f"DDIM steps (paper default: {s.steps})")
+    g.add_argument("--strength", type=float, default=None, help=f"S_n, start at t = S_n*T (paper: {s.strength})")
+    g.add_argument("--s-id", type=float, default=None, help=f"identity guidance scale (paper-style default: {s.s_id})")
+    g.add_argument("--s-sty", type=float, default=None, help=f"style guidance scale (default: {s.s_sty})")
+    g.add_argument("--g-rea", type=float, default=None, help=f"realism scale (paper: {s.g_rea})")
     g.add_argument("--adaptive-realism", action="store_true", help="g_rea per step from SSIM (paper Eq. 14)")
     f = p.add_argument_group("faces")
     f.add_argument("--threshold", type=float, default=c.threshold, help=f"detector score threshold (default: {c.threshold})")
@@ -155,13 +155,13 @@ def cmd_protect(argv: list[str]) -> int:
             for f in files:
                 if (dst / f.name).exists() and not args.overwrite:
                     raise OutputError(f"{dst / f.name} exists (use --overwrite to replace it)")
-        from .difp import SamplingConfig
         from .difp.identity import DlibIdentityEncoder
         from .pipeline import FaceProtector, PipelineConfig
 
         model, device = _load_model(args)
-        sampling = SamplingConfig(steps=args.steps, strength=args.strength, s_id=args.s_id, s_sty=args.s_sty,
-                                  g_rea=args.g_rea, adaptive_realism=args.adaptive_realism)
+        sampling = model.cfg.sampling_config(steps=args.steps, strength=args.strength, s_id=args.s_id,
+                                             s_sty=args.s_sty, g_rea=args.g_rea,
+                                             adaptive_realism=args.adaptive_realism or None)
         protector, id_enc = _protector(args, model, device, sampling), DlibIdentityEncoder()
         keys = not args.no_keys
         recipient = _recipient(args, dst if kind != "folder" else dst / "images") if keys else None

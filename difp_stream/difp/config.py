@@ -32,6 +32,15 @@ class ModelConfig:
     beta_start: float = 0.00085
     beta_end: float = 0.012
     beta_schedule: str = "scaled_linear"
+    # sampling settings measured best for these weights (override SamplingConfig's paper defaults; CLI options win)
+    sampling: dict = field(default_factory=dict)
+
+    def sampling_config(self, **overrides) -> "SamplingConfig":
+        """The paper's defaults, then this model's recommended values, then ``overrides`` that are not None."""
+        known = {f.name for f in fields(SamplingConfig)}
+        kw = {k: v for k, v in self.sampling.items() if k in known}
+        kw.update({k: v for k, v in overrides.items() if v is not None})
+        return SamplingConfig(**kw)
 
     @property
     def latent_size(self) -> int:

@@ -140,13 +140,12 @@ class Protector:
         ts = self.ddim.timesteps(s.steps, s.strength)
         ref_noise = _noise(seeds, tuple(z0.shape[1:]), self.device, salt=1)
 
-        if keys:  # the key: deterministic DDIM inversion under the original's own conditions
-            z = z0
-            for t, t_up in zip(ts[::-1][:-1], ts[::-1][1:]):
-                z = self.ddim.step(z, self.net.eps(z, t, ctx_full), t, t_up)
-            z_ts = z
-        else:  # irreversible: plain forward noising is enough and saves the inversion
-            z_ts = self.ddim.add_noise(z0, ref_noise, ts[0])
+        # deterministic DDIM inversion under the original's own conditions: the key's F_i, and the start of the
+        # protected sample also without keys (forward noising at t_s left far worse faces with few steps)
+        z = z0
+        for t, t_up in zip(ts[::-1][:-1], ts[::-1][1:]):
+            z = self.ddim.step(z, self.net.eps(z, t, ctx_full), t, t_up)
+        z_ts = z
 
         # one U-Net call per step: [uncond | surrogate id | style] (+ [full conditions] to check recovery)
         ctx = [m.context(None, None, n), m.context(sur_tok, None, n), m.context(None, sty_tok, n)]
