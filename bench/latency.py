@@ -26,6 +26,7 @@ from bench.common import RESULTS, faces_leaked, machine  # noqa: E402
 from difp_stream.difp import DIFPModel, Protector, SamplingConfig, load_default  # noqa: E402
 from difp_stream.difp.identity import DlibIdentityEncoder  # noqa: E402
 from difp_stream.pipeline import FaceProtector, PipelineConfig  # noqa: E402
+from difp_stream.runtime import select  # noqa: E402
 
 
 def generated_clip(path: Path, frames: int = 100) -> Path:
@@ -45,7 +46,8 @@ def run_difp(clip: Path, model, args) -> dict:
         t = time.perf_counter()
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(s)][: args.frames or None]
         decode_ms = (time.perf_counter() - t) * 1000 / max(1, len(frames))
-    p = Protector(model, model.cfg.sampling_config(steps=args.steps), device="cpu")
+    backend, used = select(args.backend, model, "cpu")
+    p = Protector(model, model.cfg.sampling_config(steps=args.steps), device="cpu", backend=backend)
     cfg = PipelineConfig(keys=not args.no_keys, protect_every=args.protect_every, detect_every=args.detect_every)
     fp = FaceProtector(p, DlibIdentityEncoder(), cfg)
     fp.process(0, frames[0])  # warm-up (first track: identity code, allocations)
@@ -81,7 +83,7 @@ def run_difp(clip: Path, model, args) -> dict:
 
 
 def run_deface(clip: Path, args) -> dict | None:
-    exe = shutil.which("deface")
+    exe = shutil.which("deface") or shutil.which("deface", path=str(Path(sys.executable).parent))
     if not exe:
         print("deface is not installed (pip install deface); skipping the side-by-side", file=sys.stderr)
         return None
@@ -111,6 +113,7 @@ def main() -> None:
     ap.add_argument("--protect-every", type=int, default=PipelineConfig().protect_every)
     ap.add_argument("--detect-every", type=int, default=1)
     ap.add_argument("--no-keys", action="store_true")
+    ap.add_argument("--backend", default="auto", help="auto, torch, onnxruntime (default: auto)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--deface", action="store_true", help="also run deface on the same clip")
     ap.add_argument("--leak-every", type=int, default=5, help="check identity leaks on every Nth frame")
@@ -123,7 +126,8 @@ def main() -> None:
     model = DIFPModel.load(args.model) if args.model else load_default()
     r = {"clip": str(args.clip or "generated 640x480 astronaut clip"), "machine": machine(),
          "torch_threads": torch.get_num_threads(), "settings": {k: getattr(args, k) for k in
-                                                                ("steps", "protect_every", "detect_every", "no_keys")},
+                                                                ("steps", "protect_every", "detect_every", "no_keys",
+                                                                 "backend")},
          "difp": run_difp(clip, model, args)}
     if args.deface:
         r["deface"] = run_deface(clip, args)
@@ -136,7 +140,7 @@ def main() -> None:
     d = r["difp"]
     lines = [f"# Latency: {r['clip']} ({d['size']}, {d['frames']} frames)", "",
              f"`python bench/latency.py {' '.join(sys.argv[1:])}` on {r['machine']}, torch threads "
-             f"{r['torch_threads']}; steps {args.steps or 'default'}, protect-every {args.protect_every}, keys "
+             f"{r['torch_threads']}; backend {args.backend}; steps {args.steps or 'default'}, protect-every {args.protect_every}, keys "
              f"{'off' if args.no_keys else 'on'}.", "", "| stage | p50 ms | p95 ms | calls |", "| --- | --- | --- | --- |"]
     for k, v in d["stages_ms"].items():
         lines.append(f"| {k} | {v['p50']:.1f} | {v['p95']:.1f} | {v['n']} |")

@@ -43,6 +43,7 @@ class Detector:
         from retinaface.weights import WEIGHTS
 
         opts = ort.SessionOptions()
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # leave the cores to torch between calls
         if threads:
             opts.intra_op_num_threads = threads
         self.session = ort.InferenceSession(WEIGHTS, opts, providers=providers or ["CPUExecutionProvider"])

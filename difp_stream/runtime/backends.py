@@ -31,6 +31,7 @@ class OrtBackend:
             export(model, d, log=lambda m: None)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             opts.intra_op_num_threads = threads
         avail = ort.get_available_providers()
