@@ -36,13 +36,15 @@ def machine() -> str:
 
 
 def faces_leaked(original_frames, protected_frames, every: int = 1) -> tuple[int, int]:
-    """(leaks, checked): face-frames of the output still matched (dlib L2 < 0.6) to an original face of the same
-    frame, and how many original faces were checked."""
+    """(leaks, checked): original faces whose place in the output still holds a face matched to them (dlib
+    L2 < 0.6), and how many original faces were checked. Each original face is compared with the output face found
+    at the same place (IoU > 0.3); none found there means the face is covered."""
     from difp_stream.difp.identity import DlibIdentityEncoder
     from difp_stream.faces import align
     from difp_stream.faces.detect import Detector
+    from difp_stream.faces.track import iou_matrix
 
-    det, enc = Detector(threshold=0.5), DlibIdentityEncoder()
+    det, enc = Detector(threshold=0.5, max_side=1280), DlibIdentityEncoder()
     leaks = checked = 0
     for a, b in list(zip(original_frames, protected_frames))[::every]:
         orig = det.detect([a])[0]
@@ -50,8 +52,12 @@ def faces_leaked(original_frames, protected_frames, every: int = 1) -> tuple[int
         prot = det.detect([b])[0]
         if not orig or not prot:
             continue
-        ea = enc(np.stack([align.crop(a, align.similarity(f.landmarks, 128), 128) for f in orig]))
-        eb = enc(np.stack([align.crop(b, align.similarity(f.landmarks, 128), 128) for f in prot]))
-        d = np.linalg.norm(ea[:, None] - eb[None], axis=2)
-        leaks += int((d < 0.6).any(axis=1).sum())
+        iou = iou_matrix(np.stack([f.box for f in orig]), np.stack([f.box for f in prot]))
+        for i, f in enumerate(orig):
+            j = int(iou[i].argmax())
+            if iou[i, j] <= 0.3:
+                continue
+            ea, eb = enc(np.stack([align.crop(x, align.similarity(g.landmarks, 128), 128)
+                                   for x, g in ((a, f), (b, prot[j]))]))
+            leaks += int(np.linalg.norm(ea - eb) < 0.6)
     return leaks, checked

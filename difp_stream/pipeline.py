@@ -22,11 +22,12 @@ from .keys.keyfile import FaceRecord
 class PipelineConfig:
     seed: int = 0
     detect_every: int = 1  # run the detector every N frames; track in between
-    threshold: float = 0.6  # detector score threshold
-    detect_size: int = 640  # frames are downscaled to this longest side for detection
+    threshold: float = 0.5  # detector score threshold (low: a missed face is a leak, a false one costs little)
+    detect_size: int = 1280  # frames are downscaled to this longest side for detection
     min_face: int = 12  # ignore faces smaller than this (pixels)
     max_misses: int = 12  # frames a track is kept (and covered) without a detection
     identity_refresh: int = 0  # recompute a track's identity code every N frames (0: once per track)
+    max_yaw: float = 0.3  # nose offset from the eyes' midpoint / eye distance above which a face is blurred instead
     protect_every: int = 4  # full DIFP run per track every N frames; frames between are carried (Protector.carry)
     carry_cutoff: int = 8  # latent low-pass size of the motion carried between keyframes
     keys: bool = False  # compute recovery keys (handed to ``on_key``)
@@ -115,6 +116,9 @@ class FaceProtector:
             box, lms = self.tracker.position(t)
             self.stats.faces += 1
             self.stats.tracks.add(t.id)
+            if align.is_profile(lms, self.cfg.max_yaw):  # the frontal template cannot cover a profile: fail closed
+                self._cover_box(out, box)
+                continue
             try:
                 m128 = align.similarity(lms, 128)
             except ValueError:

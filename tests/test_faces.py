@@ -66,3 +66,14 @@ def test_obscure_destroys_the_face():
     region = out[y0:y1, x0:x1].astype(float)
     # a mosaic keeps almost no detail: local gradients collapse
     assert np.abs(np.diff(region, axis=1)).mean() < 0.25 * np.abs(np.diff(img[y0:y1, x0:x1].astype(float), axis=1)).mean()
+
+
+def test_profile_faces_are_recognised():
+    frontal = align.TEMPLATE_128.copy()
+    assert not align.is_profile(frontal, 0.3)
+    turned = frontal.copy()
+    turned[2, 0] = frontal[1, 0] + 2  # nose beyond the right eye
+    assert align.is_profile(turned, 0.3)
+    collapsed = frontal.copy()
+    collapsed[1] = collapsed[0]
+    assert align.is_profile(collapsed, 0.3)

@@ -23,6 +23,19 @@ def similarity(landmarks: np.ndarray, size: int) -> np.ndarray:
     return m
 
 
+def is_profile(landmarks: np.ndarray, max_yaw: float) -> bool:
+    """True when the face is turned too far for the frontal template: the nose lies far off the eyes' midpoint
+    (relative to the eye distance), or the eyes nearly coincide."""
+    lm = np.asarray(landmarks, np.float32).reshape(5, 2)
+    eyes = lm[1] - lm[0]
+    dist = float(np.hypot(*eyes))
+    if dist < 1e-3:
+        return True
+    mid = (lm[0] + lm[1]) / 2
+    offset = float(np.dot(lm[2] - mid, eyes / dist))  # along the eye line
+    return abs(offset) / dist > max_yaw
+
+
 def crop(frame: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
     return cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_AREA if _scale(m) < 1 else cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REFLECT101)

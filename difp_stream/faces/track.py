@@ -71,8 +71,8 @@ class Tracker:
     (frames without detection). A track survives ``max_misses`` frames without a detection; while it coasts it
     stays in the output so its face keeps being covered."""
 
-    def __init__(self, iou_threshold: float = 0.25, max_misses: int = 12, smoothing: float = 0.5):
-        self.iou_threshold, self.max_misses, self.smoothing = iou_threshold, max_misses, smoothing
+    def __init__(self, iou_threshold: float = 0.25, max_misses: int = 12, smoothing: float = 0.5, jitter: float = 0.04):
+        self.iou_threshold, self.max_misses, self.smoothing, self.jitter = iou_threshold, max_misses, smoothing, jitter
         self.tracks: list[Track] = []
         self.next_id = 0
         self.frame = -1
@@ -95,9 +95,12 @@ class Tracker:
             centre_new = (f.box[:2] + f.box[2:]) / 2
             centre_old = (t.box[:2] + t.box[2:]) / 2
             t.velocity = (0.5 * t.velocity + 0.5 * (centre_new - centre_old) / gap).astype(np.float32)
-            # smooth towards the detection, starting from the motion prediction (less jitter, no lag on motion)
-            t.box = (a * pbox + (1 - a) * f.box).astype(np.float32)
-            t.landmarks = (a * plm + (1 - a) * f.landmarks).astype(np.float32)
+            # smooth jitter only: a detection that moved more than a few percent of the face size is taken as is
+            # (a lagging box would leave part of the face uncovered)
+            size = max(1.0, float(f.box[2] - f.box[0]))
+            w = a if np.abs(plm - f.landmarks).max() < self.jitter * size else 0.0
+            t.box = (w * pbox + (1 - w) * f.box).astype(np.float32)
+            t.landmarks = (w * plm + (1 - w) * f.landmarks).astype(np.float32)
             t.score, t.last_seen, t.detected = f.score, frame_index, True
             t.hits += 1
             matched_t.add(int(ti))
