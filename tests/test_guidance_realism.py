@@ -69,4 +69,5 @@ def test_protect_runs_the_three_guidance_branches_in_one_unet_call(tiny_model, c
         Protector(tiny_model, SamplingConfig(steps=3), device="cpu").protect(crops, seeds=1, id_codes=id_codes, keys=False)
     finally:
         hook.remove()
-    assert batches == [3 * len(crops)] * 3
+    # the inversion (one batch of N per step), then one U-Net call of 3N per denoising step
+    assert batches == [len(crops)] * 3 + [3 * len(crops)] * 3
