@@ -119,7 +119,7 @@ def _shapes(model) -> dict:
     return {"z_ts": lat, "correction": lat, "id_code": [c.id_dim], "style": [c.style_tokens, c.token_dim]}
 
 
-def _recipient(args, dst: Path):
+def _recipient(args, dst: Path, created: list):
     """The public key to seal to; without --recipient a fresh pair is made beside the output (loudly)."""
     from .keys import generate, load_public
 
@@ -129,6 +129,7 @@ def _recipient(args, dst: Path):
     if secret.exists():
         raise FileExistsError(f"{secret} exists; pass --recipient or move it away")
     secret, pub = generate(secret)
+    created += [secret, pub]
     print(f"!!! no --recipient given: a new key pair was made. The SECRET that unlocks the original faces is\n"
           f"!!!   {secret}  (mode 0600)\n"
           f"!!! Move it off this machine and keep it safe; anyone holding it and the key file can undo the protection.",
@@ -143,9 +144,15 @@ def cmd_protect(argv: list[str]) -> int:
 
     src, dst = Path(args.input), Path(args.output)
     writers: list = []
+    created: list[Path] = []  # key files and key pairs of this run: removed again if the run fails
+    ok = False
     try:
         _check_paths(src, dst, args.overwrite)
         kind = _kind(src)
+        if kind == "video":
+            from .video.io import open_input
+
+            open_input(src).close()  # a clear input error before anything is written
         files = []
         if kind == "folder":
             files = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_EXT)
@@ -164,7 +171,7 @@ def cmd_protect(argv: list[str]) -> int:
                                              adaptive_realism=args.adaptive_realism or None)
         protector, id_enc = _protector(args, model, device, sampling), DlibIdentityEncoder()
         keys = not args.no_keys
-        recipient = _recipient(args, dst if kind != "folder" else dst / "images") if keys else None
+        recipient = _recipient(args, dst if kind != "folder" else dst / "images", created) if keys else None
         info = {"model": model.fingerprint(), "resolution": model.cfg.resolution, "input": src.name}
 
         def make(key_path: Path | None, **extra):
@@ -178,6 +185,7 @@ def cmd_protect(argv: list[str]) -> int:
                     raise OutputError(f"{key_path} exists (use --overwrite to replace it)")
                 writer = KeyWriter(key_path, recipient, _shapes(model), {**info, **extra})
                 writers.append(writer)
+                created.append(key_path)
             return FaceProtector(protector, id_enc, cfg, on_key=writer.append if writer else None), writer
 
         t0 = time.time()
@@ -203,6 +211,7 @@ def cmd_protect(argv: list[str]) -> int:
                 faces += _image(make, a, b, key_path if keys else None)
             print(f"{dst}: {len(pairs)} image(s), {faces} faces covered"
                   + ("" if keys else "; no keys (irreversible)"), file=sys.stderr)
+        ok = True
         return EXIT_OK
     except InputError as e:
         _err(str(e))
@@ -214,6 +223,7 @@ def cmd_protect(argv: list[str]) -> int:
         _err(str(e))
         return EXIT_KEYS
     except Interrupted as e:
+        ok = True  # the frames written so far and their keys are kept
         _err(str(e))
         return EXIT_INTERRUPTED
     except FileNotFoundError as e:
@@ -222,6 +232,9 @@ def cmd_protect(argv: list[str]) -> int:
     finally:
         for w in writers:
             w.close()
+        if not ok:
+            for f in created:
+                Path(f).unlink(missing_ok=True)
 
 
 def _read_image(path: Path):

@@ -53,8 +53,9 @@ def test_video_keeps_frames_timing_audio_and_covers_faces(tmp_path, clip, model_
     assert faces_leaked(fa, fb) == 0
     # the face changed, the background did not
     assert np.abs(fa[0][:, :30].astype(int) - fb[0][:, :30].astype(int)).mean() < 4
-    # partial files never stay behind
-    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+    # partial files never stay behind; the keys and (no --recipient) a fresh key pair sit beside the output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4", "out.mp4.difpkeys", "out.mp4.difpkeys.secret",
+                                                          "out.mp4.difpkeys.secret.pub"]
 
 
 def test_same_seed_is_reproducible(tmp_path, clip, model_dir):
@@ -120,6 +121,8 @@ def test_bad_inputs_and_outputs(tmp_path, clip, model_dir, capsys):
     assert run(clip, clip, "--model", model_dir, "--overwrite") == 4
     assert "never writes over its input" in capsys.readouterr().err
     assert run(clip, tmp_path / "nodir" / "o.mp4", "--model", model_dir) == 4
+    # failed runs leave nothing behind: no output, no key file, no key pair
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exists.mp4", "junk.mp4", "tone.m4a"]
     with pytest.raises(SystemExit) as e:
         main([str(clip)])
     assert e.value.code == 2
@@ -183,7 +186,9 @@ def test_image_and_folder(tmp_path, model_dir):
     out = cv2.imread(str(tmp_path / "a_out.jpg"))[:, :, ::-1]
     assert out.shape == img.shape and faces_leaked([img], [out]) == 0
     assert run(d, tmp_path / "out", "--model", model_dir) == 0
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.jpg", "b.png"]
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert [n for n in names if not n.startswith("images.")] == ["a.jpg", "a.jpg.difpkeys", "a.jpg.difpkeys.sha256",
+                                                                 "b.png", "b.png.difpkeys", "b.png.difpkeys.sha256"]
     assert run(d, tmp_path / "out", "--model", model_dir) == 4  # files exist
 
 
