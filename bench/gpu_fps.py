@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import RESULTS, machine  # noqa: E402
-from difp_stream.difp import DIFPModel, Protector, SamplingConfig, load_default  # noqa: E402
+from difp_stream.difp import DIFPModel, Protector, load_default  # noqa: E402
 from difp_stream.pipeline import FaceProtector, PipelineConfig  # noqa: E402
 
 

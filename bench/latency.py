@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import RESULTS, faces_leaked, machine  # noqa: E402
-from difp_stream.difp import DIFPModel, Protector, SamplingConfig, load_default  # noqa: E402
+from difp_stream.difp import DIFPModel, Protector, load_default  # noqa: E402
 from difp_stream.difp.identity import DlibIdentityEncoder  # noqa: E402
 from difp_stream.pipeline import FaceProtector, PipelineConfig  # noqa: E402
 from difp_stream.runtime import select  # noqa: E402

@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import RESULTS, SHARED, machine, psnr, ssim  # noqa: E402
-from difp_stream.difp import DIFPModel, Protector, SamplingConfig, load_default  # noqa: E402
+from difp_stream.difp import DIFPModel, Protector, load_default  # noqa: E402
 from difp_stream.difp.identity import DlibIdentityEncoder  # noqa: E402
 from difp_stream.faces.detect import Detector  # noqa: E402
 from difp_stream.train.data import load_faces  # noqa: E402

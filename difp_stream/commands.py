@@ -17,6 +17,26 @@ def _err(msg: str) -> None:
     print(f"difp-stream: error: {msg}", file=sys.stderr)
 
 
+def _fail(e: Exception) -> int:
+    """One-line message and the documented exit code for an expected failure."""
+    from .keys import KeyError_
+    from .video import InputError, Interrupted, OutputError
+
+    _err(str(e))
+    for kind, code in ((InputError, EXIT_INPUT), (OutputError, EXIT_OUTPUT), (FileExistsError, EXIT_OUTPUT),
+                       (KeyError_, EXIT_KEYS), (Interrupted, EXIT_INTERRUPTED)):
+        if isinstance(e, kind):
+            return code
+    return EXIT_ERROR
+
+
+def _expected():
+    from .keys import KeyError_
+    from .video import InputError, Interrupted, OutputError
+
+    return (InputError, OutputError, FileExistsError, FileNotFoundError, KeyError_, Interrupted)
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model folder (default: the weights shipped in the package)")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"],
@@ -139,7 +159,7 @@ def _recipient(args, dst: Path, created: list):
 
 def cmd_protect(argv: list[str]) -> int:
     args = protect_parser().parse_args(argv)
-    from .keys import KeyError_, KeyWriter
+    from .keys import KeyWriter
     from .video import InputError, Interrupted, OutputError, transcode
 
     src, dst = Path(args.input), Path(args.output)
@@ -213,22 +233,9 @@ def cmd_protect(argv: list[str]) -> int:
                   + ("" if keys else "; no keys (irreversible)"), file=sys.stderr)
         ok = True
         return EXIT_OK
-    except InputError as e:
-        _err(str(e))
-        return EXIT_INPUT
-    except (OutputError, FileExistsError) as e:
-        _err(str(e))
-        return EXIT_OUTPUT
-    except KeyError_ as e:
-        _err(str(e))
-        return EXIT_KEYS
-    except Interrupted as e:
-        ok = True  # the frames written so far and their keys are kept
-        _err(str(e))
-        return EXIT_INTERRUPTED
-    except FileNotFoundError as e:
-        _err(str(e))
-        return EXIT_ERROR
+    except _expected() as e:
+        ok = isinstance(e, Interrupted)  # on Ctrl-C the frames written so far and their keys are kept
+        return _fail(e)
     finally:
         for w in writers:
             w.close()
@@ -324,7 +331,7 @@ def cmd_recover(argv: list[str]) -> int:
     _video_args(p, crf=4)
     args = p.parse_args(argv)
     from .keys import KeyError_, audit
-    from .video import InputError, Interrupted, OutputError, stream_tag, transcode
+    from .video import stream_tag, transcode
 
     src, dst = Path(args.protected), Path(args.output)
     try:
@@ -360,18 +367,8 @@ def cmd_recover(argv: list[str]) -> int:
                            output=str(dst), faces=rec.restored)
         print(f"{dst}: {rec.restored} faces of track(s) {tracks} restored; logged in {log}", file=sys.stderr)
         return EXIT_OK
-    except InputError as e:
-        _err(str(e))
-        return EXIT_INPUT
-    except OutputError as e:
-        _err(str(e))
-        return EXIT_OUTPUT
-    except KeyError_ as e:
-        _err(str(e))
-        return EXIT_KEYS
-    except Interrupted as e:
-        _err(str(e))
-        return EXIT_INTERRUPTED
+    except _expected() as e:
+        return _fail(e)
 
 
 # ---------------------------------------------------------------------------------------------------- keys
@@ -389,7 +386,7 @@ def cmd_keys(argv: list[str]) -> int:
     ex.add_argument("--to", required=True, help="public key of the new recipient")
     ex.add_argument("--out", required=True, help="the new key file")
     args = p.parse_args(argv)
-    from .keys import KeyError_, audit, load_public
+    from .keys import audit, load_public
 
     try:
         reader = _open_keys(args)
@@ -415,12 +412,8 @@ def cmd_keys(argv: list[str]) -> int:
             audit.append(args.keys, "export", tracks=[args.track], to=args.to, out=args.out)
             print(f"track {args.track} re-sealed to {args.to}: {args.out}")
         return EXIT_OK
-    except KeyError_ as e:
-        _err(str(e))
-        return EXIT_KEYS
-    except FileExistsError as e:
-        _err(str(e))
-        return EXIT_OUTPUT
+    except _expected() as e:
+        return _fail(e)
 
 
 # ---------------------------------------------------------------------------------------------------- export

@@ -110,7 +110,6 @@ class FaceProtector:
         self.stats.frames += 1
         if not tracks:
             return out
-        res = self.p.resolution
         todo = []  # (track, transform at model resolution, transform at 128)
         for t in tracks:
             box, lms = self.tracker.position(t)

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import torch
 
 from difp_stream.difp import Protector, SamplingConfig
 from difp_stream.runtime import OrtBackend, available, select

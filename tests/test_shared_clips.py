@@ -1,6 +1,5 @@
 """`difp-stream in.mp4 out.mp4` on every shared clip: frame count, fps, duration, audio, every face covered."""
 import av
-import numpy as np
 import pytest
 
 from bench.common import faces_leaked

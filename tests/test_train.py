@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from difp_stream.cli import main
-from difp_stream.difp import DIFPModel, Protector
+from difp_stream.difp import DIFPModel
 from difp_stream.train import FaceSet, TrainConfig, Trainer
 from tests.conftest import tiny_config
 

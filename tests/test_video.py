@@ -11,7 +11,6 @@ from difp_stream.cli import main
 from difp_stream.video.io import count_frames, probe
 from tests.clips import astronaut, make_clip
 from bench.common import faces_leaked as _leaks
-from tests.conftest import VIDEOS
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """The DIFP networks, built from diffusers' blocks: VAE, conditional U-Net, identity projector, style encoder."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch

@@ -60,7 +60,7 @@ def available() -> dict[str, str | None]:
     """Backend -> None when usable here, else the reason it is not."""
     out: dict[str, str | None] = {"torch": None}
     try:
-        import onnxruntime  # noqa: F401
+        import onnxruntime  # noqa: F401  (availability check)
 
         out["onnxruntime"] = None
     except ImportError as e:
