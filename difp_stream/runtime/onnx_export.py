@@ -15,49 +15,15 @@ from ..difp.models import DIFPModel
 OPSET = 17
 
 
-class _UNet(nn.Module):
-    def __init__(self, m: DIFPModel):
+class _Graph(nn.Module):
+    """One exportable entry point of the model: ``fn(model, *inputs)``."""
+
+    def __init__(self, m: DIFPModel, fn):
         super().__init__()
-        self.unet = m.unet
+        self.m, self.fn = m, fn
 
-    def forward(self, z, t, ctx):
-        return self.unet(z, t, encoder_hidden_states=ctx).sample
-
-
-class _Encoder(nn.Module):
-    def __init__(self, m: DIFPModel):
-        super().__init__()
-        self.m = m
-
-    def forward(self, x):
-        return self.m.encode(x)
-
-
-class _Decoder(nn.Module):
-    def __init__(self, m: DIFPModel):
-        super().__init__()
-        self.m = m
-
-    def forward(self, z):
-        return self.m.decode(z)
-
-
-class _Style(nn.Module):
-    def __init__(self, m: DIFPModel):
-        super().__init__()
-        self.m = m
-
-    def forward(self, x):
-        return self.m.style_tokens(x)
-
-
-class _Identity(nn.Module):
-    def __init__(self, m: DIFPModel):
-        super().__init__()
-        self.m = m
-
-    def forward(self, e):
-        return self.m.id_tokens(e)
+    def forward(self, *inputs):
+        return self.fn(self.m, *inputs)
 
 
 def graphs(m: DIFPModel) -> dict[str, tuple[nn.Module, dict[str, torch.Tensor], list[str]]]:
@@ -67,12 +33,12 @@ def graphs(m: DIFPModel) -> dict[str, tuple[nn.Module, dict[str, torch.Tensor], 
     lat = (b, c.latent_channels, c.latent_size, c.latent_size)
     img = (b, 3, c.resolution, c.resolution)
     return {
-        "unet": (_UNet(m), {"z": torch.randn(lat), "t": torch.tensor([500, 500]), "ctx": torch.randn(b, n_tok, c.token_dim)},
+        "unet": (_Graph(m, lambda m, z, t, ctx: m.unet(z, t, encoder_hidden_states=ctx).sample), {"z": torch.randn(lat), "t": torch.tensor([500, 500]), "ctx": torch.randn(b, n_tok, c.token_dim)},
                  ["eps"]),
-        "vae_encoder": (_Encoder(m), {"x": torch.rand(img) * 2 - 1}, ["z"]),
-        "vae_decoder": (_Decoder(m), {"z": torch.randn(lat)}, ["x"]),
-        "style_encoder": (_Style(m), {"x": torch.rand(img) * 2 - 1}, ["tokens"]),
-        "identity_projector": (_Identity(m), {"e": torch.randn(b, c.id_dim) * 0.1}, ["tokens"]),
+        "vae_encoder": (_Graph(m, DIFPModel.encode), {"x": torch.rand(img) * 2 - 1}, ["z"]),
+        "vae_decoder": (_Graph(m, DIFPModel.decode), {"z": torch.randn(lat)}, ["x"]),
+        "style_encoder": (_Graph(m, DIFPModel.style_tokens), {"x": torch.rand(img) * 2 - 1}, ["tokens"]),
+        "identity_projector": (_Graph(m, DIFPModel.id_tokens), {"e": torch.randn(b, c.id_dim) * 0.1}, ["tokens"]),
     }
 
 
