@@ -352,8 +352,9 @@ def cmd_recover(argv: list[str]) -> int:
         from .pipeline import FaceRecoverer
 
         model, device = _load_model(args)
-        if reader.header.get("model") and reader.header["model"] != model.fingerprint():
-            raise KeyError_(f"the key file was made with model {reader.header['model']}, not {model.fingerprint()} "
+        fp = model.fingerprint()
+        if reader.header.get("model") and reader.header["model"] != fp:
+            raise KeyError_(f"the key file was made with model {reader.header['model']}, not {fp} "
                             "(pass that model with --model)")
         rec = FaceRecoverer(_protector(args, model, device), records)
         if kind == "video":
