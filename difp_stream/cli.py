@@ -17,7 +17,7 @@ def _train_parser() -> argparse.ArgumentParser:
 
     d = TrainConfig()
     p = argparse.ArgumentParser(prog="difp-stream train",
-                                description="Train a DIFP model (VAE, then U-Net stage 1 and stage 2); resumable.")
+                                description="Train a DIFP model (VAE, U-Net stage 1, U-Net stage 2, decoder fine-tune); resumable.")
     p.add_argument("data", help="folder with manifest.tsv, the crops and dlib_descriptors.npy")
     p.add_argument("--out", required=True, help="run folder: checkpoint.pt, history.jsonl and model/ (fp16 weights)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
@@ -28,12 +28,12 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "difp-stream"), help="where resized crops are cached")
     p.add_argument("--init", default=None, help="start from this model folder instead of random weights")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--from-phase", choices=["vae", "unet1", "unet2"], default=None,
+    p.add_argument("--from-phase", choices=["vae", "unet1", "unet2", "decoder"], default=None,
                    help="restart the run (or --init model) at this phase with fresh step counts")
     p.add_argument("--no-progress", action="store_true")
-    for f in ("vae_steps", "stage1_steps", "stage2_steps", "batch_vae", "batch_unet"):
+    for f in ("vae_steps", "stage1_steps", "stage2_steps", "decoder_steps", "batch_vae", "batch_unet"):
         p.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(d, f), help=f"(default: {getattr(d, f)})")
-    for f in ("lr_vae", "lr_unet", "drop", "checkpoint_seconds"):
+    for f in ("lr_vae", "lr_unet", "lr_decoder", "drop", "checkpoint_seconds"):
         p.add_argument("--" + f.replace("_", "-"), type=float, default=getattr(d, f), help=f"(default: {getattr(d, f)})")
     return p
 
@@ -52,8 +52,9 @@ def cmd_train(argv: list[str]) -> int:
         eval_data = load_faces(args.data, args.eval_split, args.resolution, args.cache, 256)
     except ValueError:
         eval_data = None
-    tcfg = TrainConfig(**{k: getattr(args, k) for k in ("vae_steps", "stage1_steps", "stage2_steps", "batch_vae",
-                                                        "batch_unet", "lr_vae", "lr_unet", "drop", "checkpoint_seconds")})
+    tcfg = TrainConfig(**{k: getattr(args, k) for k in ("vae_steps", "stage1_steps", "stage2_steps", "decoder_steps",
+                                                        "batch_vae", "batch_unet", "lr_vae", "lr_unet", "lr_decoder",
+                                                        "drop", "checkpoint_seconds")})
     trainer = Trainer(data, args.out, ModelConfig(resolution=args.resolution), tcfg, args.device, eval_data,
                       init_model=args.init, progress=not args.no_progress, from_phase=args.from_phase)
     trainer.run()

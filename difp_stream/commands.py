@@ -63,8 +63,9 @@ def protect_parser() -> argparse.ArgumentParser:
         prog="difp-stream",
         description="Replace every face in a video, image or folder of images with a generated face of nobody.",
         epilog="Other commands: train, keygen, recover, keys list (run `difp-stream COMMAND -h`). " + EXIT_CODES)
-    p.add_argument("input", help="video file, image, or folder of images")
-    p.add_argument("output", help="output video / image / folder (same file names)")
+    p.add_argument("input", help="video file, image, folder of images, or a stream URL (rtsp://, rtsps://, ...)")
+    p.add_argument("output", nargs="+", help="output video / image / folder (same file names); for a live stream one "
+                                             "or more of: an rtsp:// URL to publish to, a file, a segment pattern")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--seed", type=int, default=c.seed, help="makes the fake identities reproducible (default: 0)")
     _model_args(p)
@@ -85,6 +86,22 @@ def protect_parser() -> argparse.ArgumentParser:
     f.add_argument("--carry-cutoff", type=int, default=c.carry_cutoff,
                    help=f"latent low-pass size of the carried motion (default: {c.carry_cutoff})")
     _video_args(p)
+    lv = p.add_argument_group("live streams (input rtsp://... or any URL; or --live for a file played as a camera)")
+    lv.add_argument("--live", action="store_true", help="treat a file input as a camera: read at its frame rate")
+    lv.add_argument("--rtsp-transport", choices=["tcp", "udp"], default="tcp", help="RTSP transport (default: tcp)")
+    lv.add_argument("--timeout", type=float, default=5.0, help="seconds without data before a source counts as lost")
+    lv.add_argument("--retries", type=int, default=10,
+                    help="failed connection attempts in a row before giving up (default: 10; -1: never)")
+    lv.add_argument("--retry-delay", type=float, default=0.5, help="first wait between attempts, doubled up to 8 s")
+    lv.add_argument("--max-latency-ms", type=float, default=500.0,
+                    help="latency budget: a frame later than this gets the fast path (no diffusion; each face gets "
+                         "its track's last protected face, or a blur) (default: 500)")
+    lv.add_argument("--segment-seconds", type=float, default=0.0,
+                    help="cut the file output into segments of this length; the file name is a strftime pattern, "
+                         "e.g. out_%%Y%%m%%d_%%H%%M%%S.mp4 (one key file per segment)")
+    lv.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (default: run on)")
+    lv.add_argument("--stats-every", type=float, default=5.0, help="seconds between stats lines (0: none)")
+    lv.add_argument("--stats-json", default=None, help="append stats as JSON lines to this file (- for stdout)")
     k = p.add_argument_group("recovery keys")
     k.add_argument("--recipient", default=None, help="public key (from `difp-stream keygen`) the keys are sealed to")
     k.add_argument("--keys", default=None, help="key file (default: OUTPUT.difpkeys; per image for folders)")
@@ -157,8 +174,30 @@ def _recipient(args, dst: Path, created: list):
     return load_public(pub)
 
 
+def _pipeline_cfg(args, keys: bool):
+    from .pipeline import PipelineConfig
+
+    return PipelineConfig(seed=args.seed, detect_every=args.detect_every, threshold=args.threshold,
+                          detect_size=args.detect_size, max_misses=args.max_misses, keys=keys,
+                          protect_every=args.protect_every, carry_cutoff=args.carry_cutoff,
+                          exact=args.recovery == "exact")
+
+
+def _sampling(args, model):
+    return model.cfg.sampling_config(steps=args.steps, strength=args.strength, s_id=args.s_id, s_sty=args.s_sty,
+                                     g_rea=args.g_rea, adaptive_realism=args.adaptive_realism or None)
+
+
 def cmd_protect(argv: list[str]) -> int:
-    args = protect_parser().parse_args(argv)
+    p = protect_parser()
+    args = p.parse_args(argv)
+    from .video.live import is_url
+
+    if is_url(args.input) or args.live:
+        return cmd_live(args)
+    if len(args.output) != 1:
+        p.error("one output for a file input (several outputs are for live streams)")
+    args.output = args.output[0]
     from .keys import KeyWriter
     from .video import InputError, Interrupted, OutputError, transcode
 
@@ -183,22 +222,16 @@ def cmd_protect(argv: list[str]) -> int:
                 if (dst / f.name).exists() and not args.overwrite:
                     raise OutputError(f"{dst / f.name} exists (use --overwrite to replace it)")
         from .difp.identity import DlibIdentityEncoder
-        from .pipeline import FaceProtector, PipelineConfig
+        from .pipeline import FaceProtector
 
         model, device = _load_model(args)
-        sampling = model.cfg.sampling_config(steps=args.steps, strength=args.strength, s_id=args.s_id,
-                                             s_sty=args.s_sty, g_rea=args.g_rea,
-                                             adaptive_realism=args.adaptive_realism or None)
-        protector, id_enc = _protector(args, model, device, sampling), DlibIdentityEncoder()
+        protector, id_enc = _protector(args, model, device, _sampling(args, model)), DlibIdentityEncoder()
         keys = not args.no_keys
         recipient = _recipient(args, dst if kind != "folder" else dst / "images", created) if keys else None
         info = {"model": model.fingerprint(), "resolution": model.cfg.resolution, "input": src.name}
 
         def make(key_path: Path | None, **extra):
-            cfg = PipelineConfig(seed=args.seed, detect_every=args.detect_every, threshold=args.threshold,
-                                 detect_size=args.detect_size, max_misses=args.max_misses, keys=keys,
-                                 protect_every=args.protect_every, carry_cutoff=args.carry_cutoff,
-                                 exact=args.recovery == "exact")
+            cfg = _pipeline_cfg(args, keys)
             writer = None
             if keys:
                 if key_path.exists() and not args.overwrite:
@@ -242,6 +275,111 @@ def cmd_protect(argv: list[str]) -> int:
         if not ok:
             for f in created:
                 Path(f).unlink(missing_ok=True)
+
+
+def _stop_on_sigterm(*_):
+    raise KeyboardInterrupt
+
+
+def cmd_live(args) -> int:
+    """A camera or stream: filter into RTSP outputs and/or a file (or segments) until stopped."""
+    import signal
+
+    from .difp.identity import DlibIdentityEncoder
+    from .keys import KeyWriter
+    from .live import KeyRouter, LiveConfig, run_live
+    from .pipeline import FaceProtector
+    from .video import InputError, OutputError
+    from .video.live import FileSink, LiveSource, RtspSink, SourceOptions, is_rtsp
+
+    rtsp_out = [o for o in args.output if is_rtsp(o)]
+    files = [o for o in args.output if not is_rtsp(o)]
+    created: list[Path] = []
+    stats_file = router = None
+    try:
+        if len(files) > 1:
+            raise OutputError("one file (or segment pattern) output at most; add rtsp:// outputs as needed")
+        if args.segment_seconds and not files:
+            raise OutputError("--segment-seconds needs a file pattern output")
+        if args.live and not Path(args.input).exists():
+            raise InputError(f"input not found: {args.input}")
+        for f in files:
+            fpath = Path(f)
+            if not fpath.parent.exists():
+                raise OutputError(f"output folder {fpath.parent} does not exist")
+            if not args.segment_seconds and fpath.exists() and not args.overwrite:
+                raise OutputError(f"{fpath} exists (use --overwrite to replace it)")
+        model, device = _load_model(args)
+        protector = _protector(args, model, device, _sampling(args, model))
+        keys = not args.no_keys and bool(files)
+        if not args.no_keys and not files:
+            print("note: RTSP output only: no recovery keys are written (add a file output to keep them)",
+                  file=sys.stderr)
+        router = None
+        if keys:
+            anchor = Path(files[0])
+            if args.segment_seconds:
+                anchor = anchor.parent / "difp-live"
+            recipient = _recipient(args, anchor, created)
+            info = {"model": model.fingerprint(), "resolution": model.cfg.resolution, "input": args.input,
+                    "media": "video"}
+
+            def writer_for(path: Path):
+                kp = Path(args.keys) if (args.keys and not args.segment_seconds) else path.with_name(
+                    path.name + ".difpkeys")
+                if kp.exists() and not args.overwrite:
+                    raise OutputError(f"{kp} exists (use --overwrite to replace it)")
+                return KeyWriter(kp, recipient, _shapes(model), info)
+
+            router = KeyRouter(writer_for)
+        fp = FaceProtector(protector, DlibIdentityEncoder(), _pipeline_cfg(args, keys))
+        fp.warmup()
+        opts = SourceOptions(transport=args.rtsp_transport, timeout=args.timeout, retries=args.retries,
+                             retry_delay=args.retry_delay, realtime=args.live)
+        log = (lambda m: print(m, file=sys.stderr))
+        source = LiveSource(args.input, opts, log=lambda m: print(f"warning: {m}", file=sys.stderr)).start()
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
+        while not source.connected.wait(0.2):
+            if source.done.is_set():
+                raise source.error or InputError(f"{args.input}: no video frames")
+        size, fps = source.size, source.fps
+        sinks = []
+        try:
+            for u in rtsp_out:
+                s = RtspSink(u, fps, size, transport=args.rtsp_transport, log=log)
+                s.open()
+                sinks.append(s)
+            for f in files:
+                sinks.append(FileSink(f, fps, size, args.segment_seconds, crf=args.crf, preset=args.preset,
+                                      overwrite=args.overwrite, on_open=router.on_open if router else None,
+                                      on_close=router.on_close if router else None))
+        except BaseException:
+            source.stop()
+            for s in sinks:
+                s.close()
+            raise
+        if args.stats_json:
+            stats_file = sys.stdout if args.stats_json == "-" else open(args.stats_json, "a")
+        print(f"live: {args.input} {size[0]}x{size[1]} @ {float(fps):.1f} fps -> {', '.join(args.output)}"
+              + ("" if keys else "; no keys (irreversible)"), file=sys.stderr)
+        final = run_live(source, fp, sinks, LiveConfig(args.max_latency_ms, args.stats_every, args.duration),
+                         keys=router, stats_json=stats_file, log=log)
+        from .live import format_stats
+
+        print(format_stats(final), file=sys.stderr)
+        written = [str(p) for s in sinks if isinstance(s, FileSink) for p in s.files]
+        if written:
+            print("wrote " + ", ".join(written) + (f"; keys: {', '.join(map(str, router.files))}" if router else ""),
+                  file=sys.stderr)
+        return EXIT_OK
+    except _expected() as e:
+        if router is None or not router.files:  # the secret stays while any key file needs it
+            for f in created:
+                Path(f).unlink(missing_ok=True)
+        return _fail(e)
+    finally:
+        if stats_file not in (None, sys.stdout):
+            stats_file.close()
 
 
 def _read_image(path: Path):

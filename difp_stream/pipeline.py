@@ -61,6 +61,7 @@ class TrackState:
     key_frame: int = -1  # last DIFP keyframe of the track
     key_latent: object = None  # its original latent z0 [1, C, h, w]
     key_protected: object = None  # its protected latent z0' [1, C, h, w]
+    last_crop: np.ndarray | None = None  # last protected crop (model resolution), reused when time runs out
 
 
 @dataclass
@@ -70,6 +71,7 @@ class Stats:
     protected: int = 0  # face-frames replaced (DIFP keyframes + carried frames)
     carried: int = 0  # of which carried from the track's last keyframe
     obscured: int = 0  # face-frames covered by the fail-closed blur
+    reused: int = 0  # face-frames covered by the track's last protected crop (live mode, out of time)
     tracks: set = field(default_factory=set)
 
 
@@ -89,6 +91,15 @@ class FaceProtector:
         self.log = log or (lambda m: print(f"warning: {m}", file=sys.stderr))
         self._warned: set[str] = set()
 
+    def warmup(self) -> None:
+        """Run every stage once on a blank frame (runtime sessions, lazy model loads) so that the first real frames
+        of a live stream do not pay for it; leaves no state behind."""
+        blank = np.zeros((64, 64, 3), np.uint8)
+        self.detector.detect([blank])
+        crops = np.zeros((1, self.p.resolution, self.p.resolution, 3), np.uint8)
+        code = self.id_enc(np.zeros((1, 128, 128, 3), np.uint8))
+        self.p.protect(crops, seeds=[0], id_codes=code, keys=self.cfg.keys)
+
     def _warn_once(self, key: str, msg: str) -> None:
         if key not in self._warned:
             self._warned.add(key)
@@ -103,8 +114,9 @@ class FaceProtector:
         with self.timings("track"):
             return self.tracker.predict(index)
 
-    def process(self, index: int, frame: np.ndarray) -> np.ndarray:
-        """Protect every face of one RGB frame (a copy is returned)."""
+    def process(self, index: int, frame: np.ndarray, fast: bool = False) -> np.ndarray:
+        """Protect every face of one RGB frame (a copy is returned). ``fast`` (live mode, behind real time): no
+        diffusion; each face gets its track's last protected crop warped to its new position, or a blur."""
         out = frame.copy()
         tracks = self.tracks_for(index, frame)
         self.stats.frames += 1
@@ -124,9 +136,25 @@ class FaceProtector:
                 self._cover_box(out, box)
                 continue
             todo.append((t, m128))
-        if todo:
+        if todo and fast:
+            self._reuse(frame, out, todo)
+        elif todo:
             self._protect(index, frame, out, todo)
         return out
+
+    def _reuse(self, frame: np.ndarray, out: np.ndarray, todo: list) -> None:
+        res = self.p.resolution
+        scale = np.array([[res / 128.0], [res / 128.0]], np.float32)
+        for t, m128 in todo:
+            st = self.states.get(t.id)
+            with self.timings("reuse"):
+                if st is not None and st.last_crop is not None:
+                    m = m128 * scale
+                    align.paste(out, st.last_crop, m, align.crop(frame, m, res))
+                    self.stats.reused += 1
+                else:
+                    align.obscure(out, m128, 128)
+                    self.stats.obscured += 1
 
     def _cover_box(self, out: np.ndarray, box: np.ndarray) -> None:
         x0, y0, x1, y1 = box
@@ -191,6 +219,7 @@ class FaceProtector:
             m = m128 * scale
             with self.timings("blend"):
                 align.paste(out, out_crops[k], m, crops[k])
+            self.states[t.id].last_crop = out_crops[k]
             self.stats.protected += 1
             if self.on_key is not None and out_keys[k] is not None:
                 exact = None

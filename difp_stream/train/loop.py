@@ -1,5 +1,7 @@
 """Two-stage DIFP training: the VAE, then the U-Net with full conditions (Eq. 9), then with conditions dropped to
-the null tokens (Eq. 11). Resumable: one checkpoint file holds the phase, the step, the weights and the optimizer."""
+the null tokens (Eq. 11), then a decoder fine-tune with the encoder frozen (the latent space the U-Net learned stays
+the same; only reconstructions, and so recovery, get sharper). Resumable: one checkpoint file holds the phase, the
+step, the weights and the optimizer."""
 from __future__ import annotations
 
 import json
@@ -19,7 +21,7 @@ from ..difp.models import DIFPModel
 from ..difp.schedule import make_scheduler
 from .data import FaceSet
 
-PHASES = ("vae", "unet1", "unet2", "done")
+PHASES = ("vae", "unet1", "unet2", "decoder", "done")
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -28,10 +30,12 @@ class TrainConfig:
     vae_steps: int = 6000
     stage1_steps: int = 2000
     stage2_steps: int = 6000
+    decoder_steps: int = 2000
     batch_vae: int = 32
     batch_unet: int = 64
     lr_vae: float = 5e-4
     lr_unet: float = 3e-4
+    lr_decoder: float = 2e-4
     weight_decay: float = 1e-3  # the paper's
     drop: float = 0.4  # stage 2: probability of replacing each condition by its null token (paper ~40%)
     kl_weight: float = 1e-6
@@ -136,7 +140,10 @@ class Trainer:
                 self._next_phase("unet1")
             elif self.phase in ("unet1", "unet2"):
                 self._train_unet(stage=1 if self.phase == "unet1" else 2)
-                self._next_phase("unet2" if self.phase == "unet1" else "done")
+                self._next_phase("unet2" if self.phase == "unet1" else "decoder")
+            elif self.phase == "decoder":
+                self._train_decoder()
+                self._next_phase("done")
         self.model.trained.fill_(1)
         self.save(None)
         return self.model
@@ -199,6 +206,50 @@ class Trainer:
         vae.eval()
         self._set_latent_scale()
 
+    def _train_decoder(self) -> None:
+        """Fine-tune the VAE decoder on the frozen encoder's latents (posterior means, cached once)."""
+        total, vae = self.tcfg.decoder_steps, self.model.vae
+        if total <= 0:
+            return
+        vae.eval()
+        vae.requires_grad_(False)
+        dec = [vae.decoder, vae.post_quant_conv]
+        params = [p for mod in dec for p in mod.parameters()]
+        for p in params:
+            p.requires_grad_(True)
+        opt = self._optimizer(params, self.tcfg.lr_decoder)
+        lat = self._latents(raw=True)
+        lat_flip = self._latents(raw=True, flip=True)
+        for mod in dec:
+            mod.train()
+        last = time.time()
+        bar = tqdm(total=total, initial=self.step, desc="decoder", disable=not self.progress, dynamic_ncols=True)
+        b = self.tcfg.batch_vae
+        while self.step < total:
+            for g in opt.param_groups:
+                g["lr"] = self._lr(self.tcfg.lr_decoder, total)
+            idx = self._batch_idx(b)
+            flip = torch.from_numpy(self.rng.random(b) < 0.5).to(self.device)
+            z = torch.where(flip[:, None, None, None], lat_flip[idx].to(self.device), lat[idx].to(self.device))
+            x = _to_x(self.data.images[idx], self.device)
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            y = vae.decode(z).sample
+            loss = F.l1_loss(y, x) + F.mse_loss(y, x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            self.step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{psnr(y.detach(), x):.1f}")
+            if time.time() - last > self.tcfg.checkpoint_seconds or self.step == total:
+                self.history.append({"phase": "decoder", "step": self.step, "loss": loss.item(), **self.eval_vae()})
+                self.log(json.dumps(self.history[-1]))
+                self.save(opt)
+                last = time.time()
+        bar.close()
+        vae.eval()
+
     @torch.no_grad()
     def eval_vae(self, n: int = 256) -> dict:
         data = self.eval_data or self.data
@@ -219,11 +270,15 @@ class Trainer:
         self.log(f"latent scale set to {self.mcfg.latent_scale:.4f}")
 
     @torch.no_grad()
-    def _latents(self) -> torch.Tensor:
+    def _latents(self, raw: bool = False, flip: bool = False) -> torch.Tensor:
+        """Latents of the whole training set: scaled (the U-Net's space) or ``raw`` (the decoder's input)."""
         m, out = self.model, []
         bar = tqdm(total=len(self.data.images), desc="caching latents", disable=not self.progress, dynamic_ncols=True)
         for i in range(0, len(self.data.images), 128):
-            out.append(m.encode(_to_x(self.data.images[i:i + 128], self.device)).cpu())
+            x = _to_x(self.data.images[i:i + 128], self.device)
+            x = x.flip(-1) if flip else x
+            z = m.vae.encode(x).latent_dist.mean if raw else m.encode(x)
+            out.append(z.cpu())
             bar.update(len(out[-1]))
         bar.close()
         return torch.cat(out)
