@@ -106,7 +106,7 @@ class KeyRouter:
 def run_live(source: LiveSource, fp: FaceProtector, sinks: list, cfg: LiveConfig | None = None,
              keys: KeyRouter | None = None, stats_json=None, log=None) -> dict:
     """Filter ``source`` into ``sinks`` until the source ends, ``duration`` passes or Ctrl-C. Returns the final stats.
-    Raises the source's error if it could never be opened."""
+    Raises the source's error (after closing the outputs) when it gave up reconnecting."""
     cfg = cfg or LiveConfig()
     log = log or (lambda m: print(m, file=sys.stderr))
     stats, in_times = LiveStats(), deque(maxlen=250)
@@ -124,8 +124,6 @@ def run_live(source: LiveSource, fp: FaceProtector, sinks: list, cfg: LiveConfig
                 if source.done.is_set() and not source.backlog():
                     if source.error is not None and source.frames == 0:
                         raise source.error
-                    if source.error is not None:
-                        log(f"source lost: {source.error}")
                     break
             else:
                 while seen < source.frames:  # arrivals, for the input rate
@@ -167,4 +165,6 @@ def run_live(source: LiveSource, fp: FaceProtector, sinks: list, cfg: LiveConfig
     if stats_json is not None:
         stats_json.write(json.dumps(final) + "\n")
         stats_json.flush()
+    if source.error is not None:  # gave up after the retries: the outputs are complete up to here
+        raise source.error
     return final

@@ -126,6 +126,7 @@ def transcode(src: str | Path, dst: str | Path, process: Callable[[int, np.ndarr
         vout.width, vout.height = w, h
         vout.pix_fmt = pix_fmt or ("yuv420p" if (w % 2 == 0 and h % 2 == 0) else "yuv444p")
         vout.time_base = vin.time_base
+        vout.codec_context.time_base = vin.time_base  # variable frame rates keep every timestamp (no rounding to 1/fps)
         if codec in ("libx264", "libx265", "h264", "hevc"):
             vout.options = {"crf": str(crf), "preset": preset}
         out.metadata.update({k: v for k, v in inp.metadata.items() if k not in ("encoder", STREAM_TAG)})

@@ -39,7 +39,9 @@ class SourceOptions:
 
 def input_options(url: str, opts: SourceOptions) -> dict:
     """FFmpeg options for a fast start and a low delay."""
-    o = {"fflags": "nobuffer", "flags": "low_delay", "probesize": "65536", "analyzeduration": "500000"}
+    o = {"flags": "low_delay", "probesize": "65536", "analyzeduration": "500000"}
+    if is_url(url):
+        o["fflags"] = "nobuffer"  # (on a file it loses the frames still in the decoder at the end)
     if is_rtsp(url):
         o["rtsp_transport"] = opts.transport
         o["timeout"] = str(int(opts.timeout * 1e6))  # RTSP socket timeout, microseconds
