@@ -25,14 +25,14 @@ def _faces(n=24, res=32):
 
 def test_two_stage_training_decreases_loss_and_resumes(tmp_path):
     torch.manual_seed(0)
-    cfg = TrainConfig(vae_steps=12, stage1_steps=6, stage2_steps=6, batch_vae=8, batch_unet=8, lr_vae=2e-3,
-                      lr_unet=1e-3, checkpoint_seconds=0.0)
+    cfg = TrainConfig(vae_steps=12, stage1_steps=6, stage2_steps=6, decoder_steps=3, batch_vae=8, batch_unet=8,
+                      lr_vae=2e-3, lr_unet=1e-3, checkpoint_seconds=0.0)
     t = Trainer(_faces(), tmp_path, tiny_config(), cfg, progress=False, log=lambda m: None)
     model = t.run()
     hist = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
     vae = [h["loss"] for h in hist if h["phase"] == "vae"]
     assert vae[-1] < vae[0]
-    assert {h["phase"] for h in hist} == {"vae", "unet1", "unet2"}
+    assert {h["phase"] for h in hist} == {"vae", "unet1", "unet2", "decoder"}
     assert model.is_trained and (tmp_path / "model" / "difp.safetensors").is_file()
     loaded = DIFPModel.load(tmp_path / "model")
     assert loaded.is_trained and abs(loaded.cfg.latent_scale - model.cfg.latent_scale) < 1e-6
@@ -43,10 +43,31 @@ def test_two_stage_training_decreases_loss_and_resumes(tmp_path):
     assert (t2.phase, t2.step) == ("unet2", 0)
 
 
+def test_decoder_phase_keeps_the_latent_space(tmp_path):
+    """The decoder fine-tune changes only the decoder: the encoder (the U-Net's latent space) stays bit-identical."""
+    torch.manual_seed(0)
+    cfg = TrainConfig(vae_steps=6, stage1_steps=1, stage2_steps=1, decoder_steps=0, batch_vae=8, batch_unet=8,
+                      lr_vae=2e-3, checkpoint_seconds=0.0)
+    Trainer(_faces(), tmp_path / "a", tiny_config(), cfg, progress=False, log=lambda m: None).run()
+    before = DIFPModel.load(tmp_path / "a" / "model")
+    cfg2 = TrainConfig(decoder_steps=15, batch_vae=8, lr_decoder=2e-3, checkpoint_seconds=0.0)
+    t = Trainer(_faces(), tmp_path / "b", train_cfg=cfg2, init_model=tmp_path / "a" / "model", progress=False,
+                log=lambda m: None, from_phase="decoder")
+    after = t.run()
+    b, a = before.state_dict(), after.state_dict()
+    enc = [k for k in b if k.startswith(("vae.encoder.", "vae.quant_conv.", "unet."))]
+    dec = [k for k in b if k.startswith("vae.decoder.")]
+    assert enc and all(torch.equal(b[k], a[k].to(b[k].dtype)) for k in enc)
+    assert any(not torch.equal(b[k], a[k].to(b[k].dtype)) for k in dec)
+    hist = [json.loads(line) for line in (tmp_path / "b" / "history.jsonl").read_text().splitlines()]
+    d = [h for h in hist if h["phase"] == "decoder"]
+    assert d[-1]["loss"] < d[0]["loss"] and "eval_psnr" in d[-1]
+
+
 def test_unet_loss_decreases_over_a_few_steps(tmp_path):
     torch.manual_seed(0)
-    cfg = TrainConfig(vae_steps=2, stage1_steps=30, stage2_steps=1, batch_vae=8, batch_unet=16, lr_unet=2e-3,
-                      checkpoint_seconds=0.0)
+    cfg = TrainConfig(vae_steps=2, stage1_steps=30, stage2_steps=1, decoder_steps=0, batch_vae=8, batch_unet=16,
+                      lr_unet=2e-3, checkpoint_seconds=0.0)
     Trainer(_faces(), tmp_path, tiny_config(), cfg, progress=False, log=lambda m: None).run()
     hist = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
     u = [h["loss"] for h in hist if h["phase"] == "unet1"]
@@ -69,6 +90,7 @@ def test_train_cli_reads_a_manifest_folder(tmp_path):
     with pytest.raises(SystemExit):  # the default model is 64 px: a 32 px folder needs --resolution
         main(["train", str(root), "--out", str(out), "--resolution", "48x"])
     code = main(["train", str(root), "--out", str(out), "--resolution", "32", "--vae-steps", "2",
-                 "--stage1-steps", "1", "--stage2-steps", "1", "--batch-vae", "4", "--batch-unet", "4",
+                 "--stage1-steps", "1", "--stage2-steps", "1", "--decoder-steps", "1", "--batch-vae", "4",
+                 "--batch-unet", "4",
                  "--no-progress", "--cache", str(tmp_path / "cache")])
     assert code == 0 and (out / "model" / "config.json").is_file()
