@@ -9,7 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .commands import EXIT_INTERRUPTED, EXIT_OK, cmd_export, cmd_keygen, cmd_keys, cmd_protect, cmd_recover
+from .commands import (EXIT_INTERRUPTED, EXIT_OK, cmd_bench, cmd_export, cmd_keygen, cmd_keys, cmd_protect,
+                       cmd_recover)
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -62,7 +63,8 @@ def cmd_train(argv: list[str]) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"train": cmd_train, "keygen": cmd_keygen, "recover": cmd_recover, "keys": cmd_keys, "export": cmd_export}
+COMMANDS = {"train": cmd_train, "keygen": cmd_keygen, "recover": cmd_recover, "keys": cmd_keys, "export": cmd_export,
+            "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

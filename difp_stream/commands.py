@@ -62,7 +62,7 @@ def protect_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="difp-stream",
         description="Replace every face in a video, image or folder of images with a generated face of nobody.",
-        epilog="Other commands: train, keygen, recover, keys list (run `difp-stream COMMAND -h`). " + EXIT_CODES)
+        epilog="Other commands: train, keygen, recover, keys, export, bench (run `difp-stream COMMAND -h`). " + EXIT_CODES)
     p.add_argument("input", help="video file, image, folder of images, or a stream URL (rtsp://, rtsps://, ...)")
     p.add_argument("output", nargs="+", help="output video / image / folder (same file names); for a live stream one "
                                              "or more of: an rtsp:// URL to publish to, a file, a segment pattern")
@@ -576,4 +576,41 @@ def cmd_export(argv: list[str]) -> int:
 
         TrtBackend(model.to("cuda"))
         print("TensorRT engines built under engines/")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------------- bench
+def cmd_bench(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="difp-stream bench",
+                                description="Measure difp-stream on your clip: latency per stage, fps, identity leaks, "
+                                            "fake-identity stability, and deface side by side (when installed).")
+    p.add_argument("clip", help="a video file")
+    p.add_argument("--out", default="difp-bench", help="folder for NAME.json, NAME.md and the PNG figures")
+    p.add_argument("--name", default="bench", help="file name stem of the results (default: bench)")
+    p.add_argument("--frames", type=int, default=100, help="frames to process (0: all; default: 100)")
+    p.add_argument("--no-deface", action="store_true", help="skip the deface side-by-side")
+    p.add_argument("--every", type=int, default=5, help="check privacy on every Nth frame (default: 5)")
+    p.add_argument("--protect-every", type=int, default=4)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--no-keys", action="store_true", help="measure without recovery keys")
+    _model_args(p)
+    args = p.parse_args(argv)
+    from . import benchmark
+    from .video import InputError
+
+    try:
+        if not Path(args.clip).is_file():
+            raise InputError(f"input not found: {args.clip}")
+        from .video.io import open_input
+
+        open_input(args.clip).close()
+        model, _ = _load_model(args)
+        if not args.no_deface and benchmark.deface_exe() is None:
+            print("note: deface is not installed (pip install deface); no side-by-side", file=sys.stderr)
+        benchmark.run(args.clip, args.out, args.name, model, args.frames, not args.no_deface, args.backend,
+                      args.steps, args.protect_every, 1, not args.no_keys, args.every,
+                      command="difp-stream bench " + " ".join(argv))
+    except _expected() as e:
+        return _fail(e)
+    print(Path(args.out, f"{args.name}.md").read_text())
     return EXIT_OK

@@ -90,6 +90,7 @@ class FaceProtector:
         self.on_key = on_key  # callable(FaceRecord)
         self.log = log or (lambda m: print(f"warning: {m}", file=sys.stderr))
         self._warned: set[str] = set()
+        self.last_faces: list = []
 
     def warmup(self) -> None:
         """Run every stage once on a blank frame (runtime sessions, lazy model loads) so that the first real frames
@@ -119,12 +120,14 @@ class FaceProtector:
         diffusion; each face gets its track's last protected crop warped to its new position, or a blur."""
         out = frame.copy()
         tracks = self.tracks_for(index, frame)
+        self.last_faces = []  # (track id, box, landmarks) of this frame, for benchmarks and callers
         self.stats.frames += 1
         if not tracks:
             return out
         todo = []  # (track, transform at model resolution, transform at 128)
         for t in tracks:
             box, lms = self.tracker.position(t)
+            self.last_faces.append((t.id, box, lms))
             self.stats.faces += 1
             self.stats.tracks.add(t.id)
             if align.is_profile(lms, self.cfg.max_yaw):  # the frontal template cannot cover a profile: fail closed

@@ -1,0 +1,297 @@
+"""Benchmark one clip: difp-stream's latency per stage and end-to-end speed, its privacy (identity leaks, stability
+of each track's fake face), deface on the same clip in the same run, and figures (a frame strip original | deface |
+difp-stream | recovered, latency bars). ``difp-stream bench CLIP`` and ``bench/latency.py`` use it."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+LEAK_L2 = 0.6  # dlib's same-person threshold
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
+def pct(v) -> tuple[float, float]:
+    return (float(np.percentile(v, 50)), float(np.percentile(v, 95))) if len(v) else (0.0, 0.0)
+
+
+def read_frames(clip: str | Path, limit: int | None = None) -> tuple[list[np.ndarray], float]:
+    with av.open(str(clip)) as c:
+        s = c.streams.video[0]
+        fps = float(s.average_rate or s.guessed_rate or 25)
+        frames = []
+        for f in c.decode(s):
+            frames.append(f.to_ndarray(format="rgb24"))
+            if limit and len(frames) >= limit:
+                break
+    return frames, fps
+
+
+class _Faces:
+    def __init__(self):
+        from .difp.identity import DlibIdentityEncoder
+        from .faces.detect import Detector
+
+        self.det, self.enc = Detector(threshold=0.5, max_side=1280), DlibIdentityEncoder()
+
+    def descriptor(self, img: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        from .faces import align
+
+        return self.enc(align.crop(img, align.similarity(landmarks, 128), 128)[None])[0]
+
+
+def faces_leaked(original_frames, protected_frames, every: int = 1, faces: _Faces | None = None) -> tuple[int, int]:
+    """(leaks, checked): original faces whose place in the output still holds a face matched to them (dlib
+    L2 < 0.6), and how many original faces were checked. Each original face is compared with the output face found
+    at the same place (IoU > 0.3); none found there means the face is covered."""
+    from .faces.track import iou_matrix
+
+    fc = faces or _Faces()
+    leaks = checked = 0
+    for a, b in list(zip(original_frames, protected_frames))[::every]:
+        orig = fc.det.detect([a])[0]
+        checked += len(orig)
+        prot = fc.det.detect([b])[0]
+        if not orig or not prot:
+            continue
+        iou = iou_matrix(np.stack([f.box for f in orig]), np.stack([f.box for f in prot]))
+        for i, f in enumerate(orig):
+            j = int(iou[i].argmax())
+            if iou[i, j] > 0.3:
+                d = np.linalg.norm(fc.descriptor(a, f.landmarks) - fc.descriptor(b, prot[j].landmarks))
+                leaks += int(d < LEAK_L2)
+    return leaks, checked
+
+
+def identity_stability(outs: list, faces_per_frame: list, every: int, faces: _Faces) -> dict:
+    """How constant each track's fake person is: dlib descriptors of its output face on every ``every``-th frame,
+    compared with the track's first one (share within 0.6 = "the same fake person") and with the track's mean."""
+    by_track: dict[int, list[np.ndarray]] = {}
+    for i in range(0, len(outs), every):
+        for tid, _box, lms in faces_per_frame[i]:
+            by_track.setdefault(tid, []).append(faces.descriptor(outs[i], lms))
+    same, spread = [], []
+    for ds in by_track.values():
+        if len(ds) < 2:
+            continue
+        d = np.stack(ds)
+        same += list(np.linalg.norm(d[1:] - d[0], axis=1) < LEAK_L2)
+        spread += list(np.linalg.norm(d - d.mean(0), axis=1))
+    return {"tracks_checked": sum(len(v) >= 2 for v in by_track.values()),
+            "same_fake_share": float(np.mean(same)) if same else None,
+            "mean_l2_to_track_mean": float(np.mean(spread)) if spread else None}
+
+
+def run_difp(frames: list, fps: float, model, backend: str = "auto", steps: int | None = None,
+             protect_every: int = 4, detect_every: int = 1, keys: bool = True, every: int = 5,
+             strip_index: int | None = None, faces: _Faces | None = None,
+             decode_ms: float = 0.0) -> tuple[dict, list, np.ndarray | None]:
+    """Protect ``frames`` as the CLI does; returns (figures, protected frames, recovered frame at strip_index)."""
+    from .difp import Protector
+    from .difp.identity import DlibIdentityEncoder
+    from .pipeline import FaceProtector, FaceRecoverer, PipelineConfig
+    from .runtime import select
+
+    fc = faces or _Faces()
+    be, used = select(backend, model, "cpu")
+    p = Protector(model, model.cfg.sampling_config(steps=steps), device="cpu", backend=be)
+    cfg = PipelineConfig(keys=keys, protect_every=protect_every, detect_every=detect_every)
+    FaceProtector(p, DlibIdentityEncoder(), cfg).process(0, frames[0])  # warm-up (runtime sessions, allocations)
+    records: list = []
+    fp = FaceProtector(p, DlibIdentityEncoder(), cfg, on_key=records.append)
+    per_frame, outs, tracks = [], [], []
+    for i, f in enumerate(frames):
+        t = time.perf_counter()
+        outs.append(fp.process(i, f))
+        per_frame.append((time.perf_counter() - t) * 1000)
+        tracks.append(list(fp.last_faces))
+    enc_ms = _encode_ms(outs, fps)
+    stages = {"decode": [decode_ms], **fp.timings.ms, "encode": [enc_ms]}
+    total = decode_ms + float(np.mean(per_frame)) + enc_ms
+    leaks, checked = faces_leaked(frames, outs, every, fc)
+    recovered = None
+    if keys and strip_index is not None:
+        rec = [r for r in records if r.frame_index == strip_index]
+        recovered = FaceRecoverer(p, rec).process(strip_index, outs[strip_index])
+    r = {"frames": len(frames), "clip_fps": fps, "size": f"{frames[0].shape[1]}x{frames[0].shape[0]}",
+         "backend": used if isinstance(used, str) else str(used),
+         "stages_ms": {k: {"p50": pct(v)[0], "p95": pct(v)[1], "n": len(v)} for k, v in stages.items()},
+         "process_ms": {"p50": pct(per_frame)[0], "p95": pct(per_frame)[1], "mean": float(np.mean(per_frame))},
+         "fps": 1000 / total, "realtime_factor": (1000 / total) / fps, "faces": fp.stats.faces,
+         "carried": fp.stats.carried, "blurred": fp.stats.obscured, "tracks": len(fp.stats.tracks),
+         "leaks": leaks, "faces_checked": checked,
+         "identity_stability": identity_stability(outs, tracks, every, fc)}
+    return r, outs, recovered
+
+
+def _encode_ms(outs: list, fps: float) -> float:
+    tmp = Path(tempfile.mkdtemp()) / "o.mp4"
+    try:
+        with av.open(str(tmp), "w") as o:
+            v = o.add_stream("libx264", rate=int(round(fps)) or 25)
+            v.width, v.height = outs[0].shape[1] - outs[0].shape[1] % 2, outs[0].shape[0] - outs[0].shape[0] % 2
+            v.pix_fmt, v.options = "yuv420p", {"crf": "18", "preset": "veryfast"}
+            t = time.perf_counter()
+            for f in outs:
+                for pk in v.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f[:v.height, :v.width]),
+                                                              format="rgb24")):
+                    o.mux(pk)
+            for pk in v.encode(None):
+                o.mux(pk)
+            return (time.perf_counter() - t) * 1000 / len(outs)
+    finally:
+        shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+def deface_exe() -> str | None:
+    return shutil.which("deface") or shutil.which("deface", path=str(Path(sys.executable).parent))
+
+
+def run_deface(clip: str | Path, frames: list, every: int = 5, faces: _Faces | None = None) -> tuple[dict, list] | None:
+    """deface (CenterFace + blur) on the same clip: whole-command fps, leaks, and how often a face is still found."""
+    exe = deface_exe()
+    if not exe:
+        return None
+    fc = faces or _Faces()
+    out = Path(tempfile.mkdtemp()) / "deface.mp4"
+    try:
+        with av.open(str(clip)) as c:
+            n = sum(1 for _ in c.demux(video=0)) - 1
+        t = time.perf_counter()
+        subprocess.run([exe, str(clip), "-o", str(out), "--keep-audio"], check=True, capture_output=True)
+        secs = time.perf_counter() - t
+        fb, _ = read_frames(out, len(frames))
+    finally:
+        shutil.rmtree(out.parent, ignore_errors=True)
+    leaks, checked = faces_leaked(frames, fb, every, fc)
+    util = float(np.mean([bool(fc.det.detect([f])[0]) for f in fb[::every]]))
+    return {"fps": max(n, 1) / secs, "leaks": leaks, "faces_checked": checked,
+            "frames_with_detectable_face": util}, fb
+
+
+def strip_png(path: Path, columns: list[tuple[str, np.ndarray]], height: int = 300) -> None:
+    """One row of labelled frames, side by side."""
+    tiles = []
+    for label, img in columns:
+        h, w = img.shape[:2]
+        tile = cv2.resize(img, (int(w * height / h), height), interpolation=cv2.INTER_AREA)
+        cv2.rectangle(tile, (0, 0), (tile.shape[1], 28), (0, 0, 0), -1)
+        cv2.putText(tile, label, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(tile)
+    cv2.imwrite(str(path), np.concatenate(tiles, 1)[:, :, ::-1])
+
+
+def bars_png(path: Path, stages: dict, title: str) -> bool:
+    """Horizontal bars of p50 per stage with the p95 as a whisker (matplotlib; False when it is missing)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    names = list(stages)
+    p50 = [stages[k]["p50"] for k in names]
+    p95 = [stages[k]["p95"] for k in names]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.2))
+    ax.barh(names, p50, xerr=[np.zeros(len(names)), np.maximum(0, np.subtract(p95, p50))], color="#4a7ab5",
+            capsize=3)
+    ax.invert_yaxis()
+    ax.set_xlabel("ms per call (bar: p50, whisker: p95)")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def markdown(r: dict, command: str) -> str:
+    d = r["difp"]
+    st = d["identity_stability"]
+    lines = [f"# Benchmark: {r['clip']} ({d['size']}, {d['frames']} frames)", "",
+             f"`{command}` on {r['machine']}; backend {d['backend']}, keys {'on' if r['keys'] else 'off'}.", "",
+             "| stage | p50 ms | p95 ms | calls |", "| --- | --- | --- | --- |"]
+    for k, v in d["stages_ms"].items():
+        lines.append(f"| {k} | {v['p50']:.1f} | {v['p95']:.1f} | {v['n']} |")
+    lines += ["", f"- per frame (detect → blend): p50 {d['process_ms']['p50']:.1f} ms, p95 {d['process_ms']['p95']:.1f} ms",
+              f"- end to end: **{d['fps']:.2f} fps**, real-time factor {d['realtime_factor']:.2f} at "
+              f"{d['clip_fps']:.2f} fps; peak RSS {r['peak_rss_mb']:.0f} MB",
+              f"- faces covered {d['faces']} in {d['tracks']} tracks (carried {d['carried']}, blurred {d['blurred']}); "
+              f"identity leaks **{d['leaks']} of {d['faces_checked']}** checked faces"]
+    if st["same_fake_share"] is not None:
+        lines.append(f"- identity stability: each track's fake face stays the same person (dlib L2 < 0.6 to its "
+                     f"first) in {st['same_fake_share']:.0%} of checked frames; mean L2 to the track's mean "
+                     f"{st['mean_l2_to_track_mean']:.2f} ({st['tracks_checked']} tracks)")
+    if r.get("deface"):
+        df = r["deface"]
+        lines.append(f"- deface on the same clip, same run: {df['fps']:.2f} fps (whole command); difp-stream / "
+                     f"deface = **{r['fps_ratio_difp_over_deface']:.2f}**; deface leaks {df['leaks']} of "
+                     f"{df['faces_checked']}; frames where a face is still detectable after deface "
+                     f"{df['frames_with_detectable_face']:.0%} (difp-stream keeps a face in place: utility)")
+    else:
+        lines.append("- deface: not installed (`pip install deface`), no side-by-side")
+    return "\n".join(lines) + "\n"
+
+
+def run(clip: str | Path, out_dir: str | Path, name: str = "bench", model=None, frames: int = 100,
+        deface: bool = True, backend: str = "auto", steps: int | None = None, protect_every: int = 4,
+        detect_every: int = 1, keys: bool = True, every: int = 5, command: str = "", label: str | None = None) -> dict:
+    """Everything for one clip; writes NAME.json, NAME.md, NAME_strip.png and NAME_stages.png into ``out_dir``."""
+    from .difp import load_default
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = model or load_default()
+    fc = _Faces()
+    t = time.perf_counter()
+    fr, fps = read_frames(clip, frames or None)
+    decode_ms = (time.perf_counter() - t) * 1000 / max(1, len(fr))
+    if not fr:
+        raise ValueError(f"{clip}: no frames")
+    # the strip shows the frame with the most faces in the middle half of the clip
+    mid = range(len(fr) // 4, max(len(fr) // 4 + 1, 3 * len(fr) // 4))
+    strip_i = max(mid, key=lambda i: len(fc.det.detect([fr[i]])[0]))
+    r = {"clip": label or str(clip), "machine": machine(), "keys": keys,
+         "settings": {"backend": backend, "steps": steps, "protect_every": protect_every,
+                      "detect_every": detect_every, "frames": len(fr)}}
+    r["difp"], outs, recovered = run_difp(fr, fps, model, backend, steps, protect_every, detect_every, keys, every,
+                                          strip_i, fc, decode_ms)
+    cols = [("original", fr[strip_i])]
+    df = run_deface(clip, fr, every, fc) if deface else None
+    if df:
+        r["deface"], dframes = df
+        r["fps_ratio_difp_over_deface"] = r["difp"]["fps"] / r["deface"]["fps"]
+        cols.append(("deface (blur)", dframes[min(strip_i, len(dframes) - 1)]))
+    cols.append(("difp-stream", outs[strip_i]))
+    if recovered is not None:
+        cols.append(("recovered (key)", recovered))
+    r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    strip_png(out / f"{name}_strip.png", cols)
+    r["figures"] = [f"{name}_strip.png"]
+    if bars_png(out / f"{name}_stages.png", r["difp"]["stages_ms"], f"difp-stream per stage, {r['difp']['size']}"):
+        r["figures"].append(f"{name}_stages.png")
+    (out / f"{name}.json").write_text(json.dumps(r, indent=2))
+    (out / f"{name}.md").write_text(markdown(r, command or f"difp-stream bench {clip}"))
+    return r
