@@ -30,6 +30,8 @@ class PipelineConfig:
     max_yaw: float = 0.3  # nose offset from the eyes' midpoint / eye distance above which a face is blurred instead
     protect_every: int = 4  # full DIFP run per track every N frames; frames between are carried (Protector.carry)
     carry_cutoff: int = 8  # latent low-pass size of the motion carried between keyframes
+    skip_below: float = 1.0  # reuse a track's last result when its aligned crop changed less than this (mean |diff|,
+    #                          0-255 levels); 0 disables the similarity skip
     keys: bool = False  # compute recovery keys (handed to ``on_key``)
     exact: bool = False  # also hand over the original pixels of each face region (exact recovery mode)
 
@@ -62,6 +64,8 @@ class TrackState:
     key_latent: object = None  # its original latent z0 [1, C, h, w]
     key_protected: object = None  # its protected latent z0' [1, C, h, w]
     last_crop: np.ndarray | None = None  # last protected crop (model resolution), reused when time runs out
+    last_input: np.ndarray | None = None  # the original crop that produced last_crop (similarity skip)
+    last_key: object = None  # and its recovery key
 
 
 @dataclass
@@ -72,6 +76,7 @@ class Stats:
     carried: int = 0  # of which carried from the track's last keyframe
     obscured: int = 0  # face-frames covered by the fail-closed blur
     reused: int = 0  # face-frames covered by the track's last protected crop (live mode, out of time)
+    skipped: int = 0  # face-frames whose crop barely changed: the track's last result was reused (similarity skip)
     tracks: set = field(default_factory=set)
 
 
@@ -185,10 +190,18 @@ class FaceProtector:
                     else:
                         st.id_code, st.id_frame = code, index
             states = [self.states[t.id] for t, _ in todo]
-            every = max(1, self.cfg.protect_every)
-            full = [k for k, s in enumerate(states) if s.key_frame < 0 or index - s.key_frame >= every]
-            carried = [k for k in range(len(states)) if k not in full]
             out_crops, out_keys = [None] * len(todo), [None] * len(todo)
+            same = []
+            if self.cfg.skip_below > 0:
+                with self.timings("skip check"):
+                    same = [k for k, s in enumerate(states) if s.last_input is not None and np.mean(
+                        np.abs(crops[k].astype(np.int16) - s.last_input)) < self.cfg.skip_below]
+                for k in same:
+                    out_crops[k], out_keys[k] = states[k].last_crop, states[k].last_key
+                self.stats.skipped += len(same)
+            every = max(1, self.cfg.protect_every)
+            full = [k for k, s in enumerate(states) if k not in same and (s.key_frame < 0 or index - s.key_frame >= every)]
+            carried = [k for k in range(len(states)) if k not in full and k not in same]
             if full:
                 st = [states[k] for k in full]
                 surs = [s.surrogate for s in st]
@@ -222,7 +235,9 @@ class FaceProtector:
             m = m128 * scale
             with self.timings("blend"):
                 align.paste(out, out_crops[k], m, crops[k])
-            self.states[t.id].last_crop = out_crops[k]
+            st = self.states[t.id]
+            if st.last_crop is not out_crops[k]:  # a new result (not a similarity skip)
+                st.last_crop, st.last_input, st.last_key = out_crops[k], crops[k].astype(np.int16), out_keys[k]
             self.stats.protected += 1
             if self.on_key is not None and out_keys[k] is not None:
                 exact = None

@@ -159,6 +159,25 @@ def test_fail_closed_when_protection_fails(tmp_path, clip, model_dir, monkeypatc
     assert np.abs(fb[0][y0:y1, x0:x1].astype(int) - fa[0][y0:y1, x0:x1].astype(int)).mean() > 15
 
 
+def test_similarity_skip_reuses_the_result_of_a_still_face(model_dir):
+    from difp_stream.difp import DIFPModel, Protector
+    from difp_stream.difp.identity import DlibIdentityEncoder
+    from difp_stream.pipeline import FaceProtector, PipelineConfig
+
+    img = cv2.resize(astronaut(), (320, 320), interpolation=cv2.INTER_AREA)
+    p = Protector(DIFPModel.load(model_dir), device="cpu")
+    records = []
+    fp = FaceProtector(p, DlibIdentityEncoder(), PipelineConfig(keys=True), on_key=records.append)
+    outs = [fp.process(i, img) for i in range(6)]
+    assert fp.stats.skipped == 5 and len(fp.timings.ms["difp"]) == 1 and "carry" not in fp.timings.ms
+    assert all(np.array_equal(outs[0], o) for o in outs[1:]) and faces_leaked([img], [outs[-1]]) == 0
+    assert sorted(r.frame_index for r in records) == list(range(6))  # every frame keeps its recovery key
+    off = FaceProtector(p, DlibIdentityEncoder(), PipelineConfig(keys=True, skip_below=0))
+    for i in range(6):
+        off.process(i, img)
+    assert off.stats.skipped == 0 and len(off.timings.ms["carry"]) == 4
+
+
 def test_ctrl_c_leaves_a_playable_output(tmp_path, clip, model_dir, monkeypatch):
     from difp_stream.pipeline import FaceProtector
 
