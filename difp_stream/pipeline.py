@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import cv2
@@ -37,21 +38,18 @@ class PipelineConfig:
 
 
 class Timings:
-    """Wall time per stage in ms (``with timings("detect"): ...``); cheap enough to stay on."""
+    """Wall time per stage in ms (``with timings("detect"): ...``, nestable); cheap enough to stay on."""
 
     def __init__(self):
         self.ms: dict[str, list[float]] = {}
-        self._stage, self._t0 = None, 0.0
 
-    def __call__(self, stage: str) -> "Timings":
-        self._stage = stage
-        return self
-
-    def __enter__(self):
-        self._t0 = time.perf_counter()
-
-    def __exit__(self, *exc):
-        self.ms.setdefault(self._stage, []).append((time.perf_counter() - self._t0) * 1000)
+    @contextmanager
+    def __call__(self, stage: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms.setdefault(stage, []).append((time.perf_counter() - t0) * 1000)
 
 
 @dataclass
@@ -92,6 +90,7 @@ class FaceProtector:
         self.states: dict[int, TrackState] = {}
         self.stats = Stats()
         self.timings = Timings()
+        self.p.timings = self.timings  # the protector's sub-stages (VAE, inversion, denoising) land here too
         self.on_key = on_key  # callable(FaceRecord)
         self.log = log or (lambda m: print(f"warning: {m}", file=sys.stderr))
         self._warned: set[str] = set()

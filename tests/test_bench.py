@@ -17,7 +17,8 @@ def test_bench_command_writes_results_and_figures(tmp_path):
     r = json.loads((out / "bench.json").read_text())
     d = r["difp"]
     assert d["frames"] == 10 and d["faces"] >= 9 and d["fps"] > 0
-    assert {"decode", "detect", "difp", "blend", "encode"} <= set(d["stages_ms"])
+    assert {"decode", "detect", "difp", "difp: vae encode", "difp: ddim inversion", "difp: guided denoising",
+            "difp: vae decode", "blend", "encode"} <= set(d["stages_ms"])
     assert d["leaks"] == 0 and d["faces_checked"] >= 3
     assert d["identity_stability"]["tracks_checked"] >= 1
     strip = cv2.imread(str(out / "bench_strip.png"))

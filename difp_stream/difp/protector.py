@@ -1,6 +1,7 @@
 """``Protector``: batched DIFP protection and recovery of aligned face crops (no video or file knowledge)."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -97,8 +98,12 @@ class Protector:
         self.ddim = FewStepDDIM(make_scheduler(model.cfg))
         self.identity_encoder = identity_encoder
         self.resolution = model.cfg.resolution
+        self.timings = None  # optional: a callable stage name -> context manager (pipeline.Timings)
 
     # ------------------------------------------------------------------ helpers
+    def _t(self, stage: str):
+        return self.timings(stage) if self.timings is not None else nullcontext()
+
     def _id_codes(self, crops: np.ndarray, id_codes) -> torch.Tensor:
         if id_codes is None:
             if self.identity_encoder is None:
@@ -134,7 +139,8 @@ class Protector:
             if sur.shape != ids.shape:
                 raise ValueError(f"surrogates must have shape {list(ids.shape)}, got {list(sur.shape)}")
 
-        z0 = self.net.encode(x)
+        with self._t("difp: vae encode"):
+            z0 = self.net.encode(x)
         id_tok, sty_tok, sur_tok = m.id_tokens(ids), m.style_tokens(x), m.id_tokens(sur)
         ctx_full = m.context(id_tok, sty_tok, n)
         ts = self.ddim.timesteps(s.steps, s.strength)
@@ -143,8 +149,9 @@ class Protector:
         # deterministic DDIM inversion under the original's own conditions: the key's F_i, and the start of the
         # protected sample also without keys (forward noising at t_s left far worse faces with few steps)
         z = z0
-        for t, t_up in zip(ts[::-1][:-1], ts[::-1][1:]):
-            z = self.ddim.step(z, self.net.eps(z, t, ctx_full), t, t_up)
+        with self._t("difp: ddim inversion"):
+            for t, t_up in zip(ts[::-1][:-1], ts[::-1][1:]):
+                z = self.ddim.step(z, self.net.eps(z, t, ctx_full), t, t_up)
         z_ts = z
 
         # one U-Net call per step: [uncond | surrogate id | style] (+ [full conditions] to check recovery)
@@ -155,19 +162,20 @@ class Protector:
         size = z0.shape[-1]
         h_fixed = self._h(size, s.g_rea)
         z_p, z_r = z_ts, z_ts
-        for t, t_next in zip(ts[:-1], ts[1:]):
-            zin = torch.cat([z_p] * 3 + ([z_r] if keys else []))
-            e = self.net.eps(zin, t, ctx).chunk(4 if keys else 3)
-            eps = dual_guidance(e[0], e[1], e[2], s.s_id, s.s_sty)
-            ref = self.ddim.add_noise(z0, ref_noise, t_next) if t_next > 0 else z0
-            h = h_fixed
-            if s.adaptive_realism:
-                h = self._h(size, adaptive_g(global_ssim(self.ddim.predict_x0(z_p, eps, t), z0)))
-            z_p = realism_step(self.ddim.step(z_p, eps, t, t_next), ref, h)
-            if keys:
-                z_r = self.ddim.step(z_r, e[3], t, t_next)
-
-        out = to_uint8(self.net.decode(z_p))
+        with self._t("difp: guided denoising"):
+            for t, t_next in zip(ts[:-1], ts[1:]):
+                zin = torch.cat([z_p] * 3 + ([z_r] if keys else []))
+                e = self.net.eps(zin, t, ctx).chunk(4 if keys else 3)
+                eps = dual_guidance(e[0], e[1], e[2], s.s_id, s.s_sty)
+                ref = self.ddim.add_noise(z0, ref_noise, t_next) if t_next > 0 else z0
+                h = h_fixed
+                if s.adaptive_realism:
+                    h = self._h(size, adaptive_g(global_ssim(self.ddim.predict_x0(z_p, eps, t), z0)))
+                z_p = realism_step(self.ddim.step(z_p, eps, t, t_next), ref, h)
+                if keys:
+                    z_r = self.ddim.step(z_r, e[3], t, t_next)
+        with self._t("difp: vae decode"):
+            out = to_uint8(self.net.decode(z_p))
         key_list = None
         if keys:
             corr = z0 - z_r
