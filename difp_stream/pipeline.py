@@ -31,6 +31,8 @@ class PipelineConfig:
     max_yaw: float = 0.3  # nose offset from the eyes' midpoint / eye distance above which a face is blurred instead
     protect_every: int = 4  # full DIFP run per track every N frames; frames between are carried (Protector.carry)
     carry_cutoff: int = 8  # latent low-pass size of the motion carried between keyframes
+    verify_distance: float = 0.7  # a new track's first fake face must be this far (dlib L2) from the original ...
+    verify_tries: int = 2  # ... else up to this many other fake identities are tried (0 / 0.0: no check)
     skip_below: float = 1.0  # reuse a track's last result when its aligned crop changed less than this (mean |diff|,
     #                          0-255 levels); 0 disables the similarity skip
     keys: bool = False  # compute recovery keys (handed to ``on_key``)
@@ -74,6 +76,7 @@ class Stats:
     carried: int = 0  # of which carried from the track's last keyframe
     obscured: int = 0  # face-frames covered by the fail-closed blur
     reused: int = 0  # face-frames covered by the track's last protected crop (live mode, out of time)
+    redrawn: int = 0  # fake identities drawn again because the first was too close to the original
     skipped: int = 0  # face-frames whose crop barely changed: the track's last result was reused (similarity skip)
     tracks: set = field(default_factory=set)
 
@@ -149,6 +152,27 @@ class FaceProtector:
             self._protect(index, frame, out, todo)
         return out
 
+    def _distance(self, crop: np.ndarray, code: np.ndarray) -> float:
+        big = crop if crop.shape[0] == 128 else cv2.resize(crop, (128, 128), interpolation=cv2.INTER_CUBIC)
+        with self.timings("verify"):
+            return float(np.linalg.norm(self.id_enc(big[None])[0] - code))
+
+    def _verified(self, crop: np.ndarray, st: "TrackState", res: tuple) -> tuple:
+        """A new track's first protected face must be far from the original's identity: if dlib still matches it
+        (distance < verify_distance), draw other fake identities (up to verify_tries) and keep the farthest."""
+        best, d = res, self._distance(res[0], st.id_code)
+        for j in range(self.cfg.verify_tries):
+            if d >= self.cfg.verify_distance:
+                break
+            self.stats.redrawn += 1
+            with self.timings("difp"):
+                r = self.p.protect(crop[None], seeds=[st.seed + 7919 * (j + 1)], id_codes=st.id_code[None],
+                                   keys=self.cfg.keys)
+            d2 = self._distance(r.crops[0], st.id_code)
+            if d2 > d:
+                best, d = (r.crops[0], r.keys[0] if r.keys else None, r.surrogates[0], r.protected_latents[0:1]), d2
+        return best
+
     def _reuse(self, frame: np.ndarray, out: np.ndarray, todo: list) -> None:
         res = self.p.resolution
         scale = np.array([[res / 128.0], [res / 128.0]], np.float32)
@@ -209,10 +233,13 @@ class FaceProtector:
                                        id_codes=np.stack([s.id_code for s in st]), keys=self.cfg.keys,
                                        surrogates=None if any(v is None for v in surs) else np.stack(surs))
                 for i, (k, s) in enumerate(zip(full, st)):
-                    if s.surrogate is None:  # one fake person per track, for its whole life
-                        s.surrogate = r.surrogates[i]
-                    s.key_frame, s.key_latent, s.key_protected = index, r.latents[i:i + 1], r.protected_latents[i:i + 1]
-                    out_crops[k], out_keys[k] = r.crops[i], r.keys[i] if r.keys else None
+                    res_i = (r.crops[i], r.keys[i] if r.keys else None, r.surrogates[i], r.protected_latents[i:i + 1])
+                    if s.surrogate is None:  # one fake person per track, for its whole life: checked once
+                        if self.cfg.verify_distance > 0:
+                            res_i = self._verified(crops[k], s, res_i)
+                        s.surrogate = res_i[2]
+                    s.key_frame, s.key_latent, s.key_protected = index, r.latents[i:i + 1], res_i[3]
+                    out_crops[k], out_keys[k] = res_i[0], res_i[1]
             if carried:
                 st = [states[k] for k in carried]
                 with self.timings("carry"):

@@ -178,6 +178,28 @@ def test_similarity_skip_reuses_the_result_of_a_still_face(model_dir):
     assert off.stats.skipped == 0 and len(off.timings.ms["carry"]) == 4
 
 
+def test_fake_identity_too_close_to_the_original_is_drawn_again(model_dir):
+    from difp_stream.difp import DIFPModel, Protector
+    from difp_stream.difp.identity import DlibIdentityEncoder
+    from difp_stream.pipeline import FaceProtector, PipelineConfig
+
+    img = cv2.resize(astronaut(), (320, 320), interpolation=cv2.INTER_AREA)
+    p = Protector(DIFPModel.load(model_dir), device="cpu")
+    real = DlibIdentityEncoder()
+    fp = FaceProtector(p, real, PipelineConfig(verify_distance=0.1))  # far enough at once: no redraw
+    fp.process(0, img)
+    assert fp.stats.redrawn == 0 and len(fp.timings.ms["verify"]) == 1
+    # an encoder that sees the same person everywhere makes every fake face "too close": two more draws, then the
+    # farthest is kept (and the face is still replaced)
+    same = FaceProtector(p, lambda crops: np.zeros((len(crops), 128), np.float32), PipelineConfig())
+    out = same.process(0, img)
+    assert same.stats.redrawn == 2 and len(same.timings.ms["difp"]) == 3 and same.stats.protected == 1
+    assert faces_leaked([img], [out]) == 0
+    off = FaceProtector(p, real, PipelineConfig(verify_distance=0))
+    off.process(0, img)
+    assert "verify" not in off.timings.ms
+
+
 def test_ctrl_c_leaves_a_playable_output(tmp_path, clip, model_dir, monkeypatch):
     from difp_stream.pipeline import FaceProtector
 
