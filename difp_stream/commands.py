@@ -85,6 +85,8 @@ def protect_parser() -> argparse.ArgumentParser:
                    help=f"full DIFP run per face every N frames, motion carried between (default: {c.protect_every}; 1: every frame)")
     f.add_argument("--carry-cutoff", type=int, default=c.carry_cutoff,
                    help=f"latent low-pass size of the carried motion (default: {c.carry_cutoff})")
+    f.add_argument("--min-difp", type=int, default=c.min_difp,
+                   help=f"faces narrower than this many pixels are blurred instead of replaced (default: {c.min_difp})")
     f.add_argument("--verify-distance", type=float, default=c.verify_distance,
                    help=f"a new face's first fake face must be this far from the original (dlib L2), else other fake "
                         f"identities are tried (default: {c.verify_distance}; 0: no check)")
@@ -186,7 +188,7 @@ def _pipeline_cfg(args, keys: bool):
     return PipelineConfig(seed=args.seed, detect_every=args.detect_every, threshold=args.threshold,
                           detect_size=args.detect_size, max_misses=args.max_misses, keys=keys,
                           protect_every=args.protect_every, carry_cutoff=args.carry_cutoff,
-                          skip_below=args.skip_below, verify_distance=args.verify_distance,
+                          skip_below=args.skip_below, verify_distance=args.verify_distance, min_difp=args.min_difp,
                           exact=args.recovery == "exact")
 
 

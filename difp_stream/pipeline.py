@@ -19,6 +19,9 @@ from .faces.track import Track, Tracker
 from .keys.keyfile import FaceRecord
 
 
+LEAK_DISTANCE = 0.6  # dlib L2 below which two faces count as the same person
+
+
 @dataclass
 class PipelineConfig:
     seed: int = 0
@@ -26,13 +29,15 @@ class PipelineConfig:
     threshold: float = 0.5  # detector score threshold (low: a missed face is a leak, a false one costs little)
     detect_size: int = 1280  # frames are downscaled to this longest side for detection
     min_face: int = 12  # ignore faces smaller than this (pixels)
+    min_difp: int = 40  # faces narrower than this (pixels) get the blur cover: too small for a fake face to hold
     max_misses: int = 12  # frames a track is kept (and covered) without a detection
     identity_refresh: int = 0  # recompute a track's identity code every N frames (0: once per track)
     max_yaw: float = 0.3  # nose offset from the eyes' midpoint / eye distance above which a face is blurred instead
     protect_every: int = 4  # full DIFP run per track every N frames; frames between are carried (Protector.carry)
     carry_cutoff: int = 8  # latent low-pass size of the motion carried between keyframes
-    verify_distance: float = 0.7  # a new track's first fake face must be this far (dlib L2) from the original ...
-    verify_tries: int = 2  # ... else up to this many other fake identities are tried (0 / 0.0: no check)
+    verify_distance: float = 0.7  # a fake face must be this far (dlib L2) from the original ...
+    verify_tries: int = 2  # ... else up to this many other fake identities are tried (verify_distance 0: no check)
+    verify_every: bool = False  # check every DIFP keyframe, not only a track's first; still too close: blurred
     skip_below: float = 1.0  # reuse a track's last result when its aligned crop changed less than this (mean |diff|,
     #                          0-255 levels); 0 disables the similarity skip
     keys: bool = False  # compute recovery keys (handed to ``on_key``)
@@ -66,6 +71,7 @@ class TrackState:
     last_crop: np.ndarray | None = None  # last protected crop (model resolution), reused when time runs out
     last_input: np.ndarray | None = None  # the original crop that produced last_crop (similarity skip)
     last_key: object = None  # and its recovery key
+    weak: bool = False  # the last keyframe's fake face still matched the original: covered by the blur until the next
 
 
 @dataclass
@@ -137,8 +143,8 @@ class FaceProtector:
             self.last_faces.append((t.id, box, lms))
             self.stats.faces += 1
             self.stats.tracks.add(t.id)
-            if align.is_profile(lms, self.cfg.max_yaw):  # the frontal template cannot cover a profile: fail closed
-                self._cover_box(out, box)
+            if align.is_profile(lms, self.cfg.max_yaw) or box[2] - box[0] < self.cfg.min_difp:
+                self._cover_box(out, box)  # a profile (the frontal template cannot cover it) or a tiny face
                 continue
             try:
                 m128 = align.similarity(lms, 128)
@@ -152,15 +158,28 @@ class FaceProtector:
             self._protect(index, frame, out, todo)
         return out
 
-    def _distance(self, crop: np.ndarray, code: np.ndarray) -> float:
-        big = crop if crop.shape[0] == 128 else cv2.resize(crop, (128, 128), interpolation=cv2.INTER_CUBIC)
+    def _distance(self, seen: np.ndarray, code: np.ndarray) -> float:
         with self.timings("verify"):
-            return float(np.linalg.norm(self.id_enc(big[None])[0] - code))
+            return float(np.linalg.norm(self.id_enc(seen[None])[0] - code))
 
-    def _verified(self, crop: np.ndarray, st: "TrackState", res: tuple) -> tuple:
-        """A new track's first protected face must be far from the original's identity: if dlib still matches it
-        (distance < verify_distance), draw other fake identities (up to verify_tries) and keep the farthest."""
-        best, d = res, self._distance(res[0], st.id_code)
+    @staticmethod
+    def _seen(frame: np.ndarray, m128: np.ndarray, original: np.ndarray):
+        """How a protected crop will look in the output (pasted, colour-matched, re-cropped at 128): what a
+        recognizer would see there."""
+        res = original.shape[0]
+        m = m128 * np.float32(res / 128.0)
+
+        def look(crop: np.ndarray) -> np.ndarray:
+            patch = frame.copy()
+            align.paste(patch, crop, m, original)
+            return align.crop(patch, m128, 128)
+        return look
+
+    def _verified(self, crop: np.ndarray, st: "TrackState", res: tuple, look) -> tuple[tuple, float]:
+        """A protected face must be far from the original's identity: if dlib still matches it (distance <
+        verify_distance), draw other fake identities (up to verify_tries) and keep the farthest. Returns the kept
+        result and its distance."""
+        best, d = res, self._distance(look(res[0]), st.id_code)
         for j in range(self.cfg.verify_tries):
             if d >= self.cfg.verify_distance:
                 break
@@ -168,10 +187,10 @@ class FaceProtector:
             with self.timings("difp"):
                 r = self.p.protect(crop[None], seeds=[st.seed + 7919 * (j + 1)], id_codes=st.id_code[None],
                                    keys=self.cfg.keys)
-            d2 = self._distance(r.crops[0], st.id_code)
+            d2 = self._distance(look(r.crops[0]), st.id_code)
             if d2 > d:
                 best, d = (r.crops[0], r.keys[0] if r.keys else None, r.surrogates[0], r.protected_latents[0:1]), d2
-        return best
+        return best, d
 
     def _reuse(self, frame: np.ndarray, out: np.ndarray, todo: list) -> None:
         res = self.p.resolution
@@ -179,7 +198,7 @@ class FaceProtector:
         for t, m128 in todo:
             st = self.states.get(t.id)
             with self.timings("reuse"):
-                if st is not None and st.last_crop is not None:
+                if st is not None and st.last_crop is not None and not st.weak:
                     m = m128 * scale
                     align.paste(out, st.last_crop, m, align.crop(frame, m, res))
                     self.stats.reused += 1
@@ -234,9 +253,12 @@ class FaceProtector:
                                        surrogates=None if any(v is None for v in surs) else np.stack(surs))
                 for i, (k, s) in enumerate(zip(full, st)):
                     res_i = (r.crops[i], r.keys[i] if r.keys else None, r.surrogates[i], r.protected_latents[i:i + 1])
-                    if s.surrogate is None:  # one fake person per track, for its whole life: checked once
-                        if self.cfg.verify_distance > 0:
-                            res_i = self._verified(crops[k], s, res_i)
+                    if self.cfg.verify_distance > 0 and (s.surrogate is None or self.cfg.verify_every):
+                        res_i, d = self._verified(crops[k], s, res_i, self._seen(frame, todo[k][1], crops[k]))
+                        s.weak = d < LEAK_DISTANCE
+                        if s.surrogate is not None and res_i[2] is not r.surrogates[i]:
+                            s.surrogate = res_i[2]  # privacy first: this track's fake person changes from here on
+                    if s.surrogate is None:  # one fake person per track, for its whole life
                         s.surrogate = res_i[2]
                     s.key_frame, s.key_latent, s.key_protected = index, r.latents[i:i + 1], res_i[3]
                     out_crops[k], out_keys[k] = res_i[0], res_i[1]
@@ -259,9 +281,13 @@ class FaceProtector:
         scale = np.array([[res / 128.0], [res / 128.0]], np.float32)
         for k, (t, m128) in enumerate(todo):
             m = m128 * scale
+            st = self.states[t.id]
+            if st.weak:  # no fake face far enough from this person: fail closed
+                align.obscure(out, m128, 128)
+                self.stats.obscured += 1
+                continue
             with self.timings("blend"):
                 align.paste(out, out_crops[k], m, crops[k])
-            st = self.states[t.id]
             if st.last_crop is not out_crops[k]:  # a new result (not a similarity skip)
                 st.last_crop, st.last_input, st.last_key = out_crops[k], crops[k].astype(np.int16), out_keys[k]
             self.stats.protected += 1

@@ -189,11 +189,12 @@ def test_fake_identity_too_close_to_the_original_is_drawn_again(model_dir):
     fp = FaceProtector(p, real, PipelineConfig(verify_distance=0.1))  # far enough at once: no redraw
     fp.process(0, img)
     assert fp.stats.redrawn == 0 and len(fp.timings.ms["verify"]) == 1
-    # an encoder that sees the same person everywhere makes every fake face "too close": two more draws, then the
-    # farthest is kept (and the face is still replaced)
+    # an encoder that sees the same person everywhere makes every fake face "too close": two more draws, and as
+    # none is far enough, the face is covered by the blur (fail closed)
     same = FaceProtector(p, lambda crops: np.zeros((len(crops), 128), np.float32), PipelineConfig())
     out = same.process(0, img)
-    assert same.stats.redrawn == 2 and len(same.timings.ms["difp"]) == 3 and same.stats.protected == 1
+    assert same.stats.redrawn == 2 and len(same.timings.ms["difp"]) == 3
+    assert same.stats.protected == 0 and same.stats.obscured == 1
     assert faces_leaked([img], [out]) == 0
     off = FaceProtector(p, real, PipelineConfig(verify_distance=0))
     off.process(0, img)
