@@ -263,7 +263,8 @@ def cmd_protect(argv: list[str]) -> int:
                     writer.close()
             st = fp.stats
             print(f"{dst}: {n} frames, {len(st.tracks)} tracks, {st.faces} face-frames covered "
-                  f"({st.protected} replaced, {st.carried} of them carried, {st.obscured} blurred), {n / max(time.time() - t0, 1e-9):.1f} fps"
+                  f"({st.protected} replaced, {st.carried} of them carried, {st.skipped} reused as unchanged, "
+                  f"{st.obscured} blurred), {n / max(time.time() - t0, 1e-9):.1f} fps"
                   + (f"; keys: {key_path}" if keys else "; no keys (irreversible)"), file=sys.stderr)
         else:
             pairs = [(src, dst)] if kind == "image" else [(f, dst / f.name) for f in files]
