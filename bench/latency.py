@@ -37,7 +37,7 @@ def main() -> None:
     ap.add_argument("--protect-every", type=int, default=PipelineConfig().protect_every)
     ap.add_argument("--detect-every", type=int, default=1)
     ap.add_argument("--no-keys", action="store_true")
-    ap.add_argument("--backend", default="auto", help="auto, torch, onnxruntime (default: auto)")
+    ap.add_argument("--backend", default="auto", help="auto, torch, onnxruntime, or all: each available (default: auto)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--deface", action="store_true", help="also run deface on the same clip")
     ap.add_argument("--leak-every", type=int, default=5, help="check identity leaks on every Nth frame")

@@ -227,6 +227,12 @@ def bars_png(path: Path, stages: dict, title: str) -> bool:
     return True
 
 
+def _backend_row(d: dict) -> dict:
+    return {"fps": d["fps"], "frame_p50_ms": d["process_ms"]["p50"], "frame_p95_ms": d["process_ms"]["p95"],
+            "difp_p50_ms": d["stages_ms"].get("difp", {}).get("p50"), "leaks": d["leaks"],
+            "faces_checked": d["faces_checked"]}
+
+
 def markdown(r: dict, command: str) -> str:
     d = r["difp"]
     st = d["identity_stability"]
@@ -244,6 +250,13 @@ def markdown(r: dict, command: str) -> str:
         lines.append(f"- identity stability: each track's fake face stays the same person (dlib L2 < 0.6 to its "
                      f"first) in {st['same_fake_share']:.0%} of checked frames; mean L2 to the track's mean "
                      f"{st['mean_l2_to_track_mean']:.2f} ({st['tracks_checked']} tracks)")
+    if r.get("backends"):
+        lines += ["", "| backend (whole pipeline) | fps | per frame p50 / p95 ms | DIFP keyframe p50 ms | leaks |",
+                  "| --- | --- | --- | --- | --- |"]
+        for b, v in r["backends"].items():
+            lines.append(f"| {b} | {v['fps']:.2f} | {v['frame_p50_ms']:.1f} / {v['frame_p95_ms']:.1f} | "
+                         f"{v['difp_p50_ms']:.1f} | {v['leaks']} of {v['faces_checked']} |")
+        lines.append("")
     if r.get("deface"):
         df = r["deface"]
         lines.append(f"- deface on the same clip, same run: {df['fps']:.2f} fps (whole command); difp-stream / "
@@ -276,8 +289,18 @@ def run(clip: str | Path, out_dir: str | Path, name: str = "bench", model=None, 
     r = {"clip": label or str(clip), "machine": machine(), "keys": keys,
          "settings": {"backend": backend, "steps": steps, "protect_every": protect_every,
                       "detect_every": detect_every, "frames": len(fr)}}
-    r["difp"], outs, recovered = run_difp(fr, fps, model, backend, steps, protect_every, detect_every, keys, every,
+    from .runtime import available
+
+    names = [b for b, why in available().items() if why is None] if backend == "all" else [backend]
+    names.sort(key=lambda b: b != "onnxruntime")  # the CPU default first: it makes the figures
+    r["difp"], outs, recovered = run_difp(fr, fps, model, names[0], steps, protect_every, detect_every, keys, every,
                                           strip_i, fc, decode_ms)
+    if len(names) > 1:  # the whole pipeline once per runtime backend, same clip, same run
+        r["backends"] = {r["difp"]["backend"]: _backend_row(r["difp"])}
+        for b in names[1:]:
+            other, _, _ = run_difp(fr, fps, model, b, steps, protect_every, detect_every, keys, every, None, fc,
+                                   decode_ms)
+            r["backends"][other["backend"]] = _backend_row(other)
     cols = [("original", fr[strip_i])]
     df = run_deface(clip, fr, every, fc) if deface else None
     if df:

@@ -37,9 +37,9 @@ def _expected():
     return (InputError, OutputError, FileExistsError, FileNotFoundError, KeyError_, Interrupted)
 
 
-def _model_args(p: argparse.ArgumentParser) -> None:
+def _model_args(p: argparse.ArgumentParser, more_backends: tuple = ()) -> None:
     p.add_argument("--model", default=None, help="model folder (default: the weights shipped in the package)")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt"],
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt", *more_backends],
                    help="runtime for the U-Net and VAE (default: auto = TensorRT on a GPU where installed, "
                         "ONNX Runtime on CPU, else PyTorch)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
@@ -603,7 +603,7 @@ def cmd_bench(argv: list[str]) -> int:
     p.add_argument("--protect-every", type=int, default=4)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--no-keys", action="store_true", help="measure without recovery keys")
-    _model_args(p)
+    _model_args(p, ("all",))  # all: the whole pipeline once per available backend
     args = p.parse_args(argv)
     from . import benchmark
     from .video import InputError

@@ -13,7 +13,7 @@ def test_bench_command_writes_results_and_figures(tmp_path):
     clip = make_clip(tmp_path / "clip.mp4", frames=10, fps=10, audio=False)
     out = tmp_path / "res"
     assert main(["bench", str(clip), "--out", str(out), "--frames", "10", "--every", "3", "--no-deface",
-                 "--no-progress"]) == 0
+                 "--backend", "all", "--no-progress"]) == 0
     r = json.loads((out / "bench.json").read_text())
     d = r["difp"]
     assert d["frames"] == 10 and d["faces"] >= 9 and d["fps"] > 0
@@ -21,6 +21,7 @@ def test_bench_command_writes_results_and_figures(tmp_path):
             "difp: vae decode", "blend", "encode"} <= set(d["stages_ms"])
     assert d["leaks"] == 0 and d["faces_checked"] >= 3
     assert d["identity_stability"]["tracks_checked"] >= 1
+    assert set(r["backends"]) == {"onnxruntime", "torch"} and all(v["fps"] > 0 for v in r["backends"].values())
     strip = cv2.imread(str(out / "bench_strip.png"))
     assert strip.shape[0] == 300 and strip.shape[1] >= 3 * 300  # original | difp-stream | recovered
     assert "identity leaks" in (out / "bench.md").read_text()
