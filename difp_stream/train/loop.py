@@ -168,6 +168,26 @@ class Trainer:
             return base * (self.step + 1) / warm
         return base * 0.5 * (1 + math.cos(math.pi * min(1.0, (self.step - warm) / max(1, total - warm))))
 
+    def _update(self, opt, params, loss: torch.Tensor, bar, **postfix) -> None:
+        """One optimizer step (gradients clipped to norm 1) and the progress bar."""
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        self.step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}", **postfix)
+
+    def _checkpoint(self, opt, phase: str, loss: torch.Tensor, last: float, total: int, evaluate: bool) -> float:
+        """Every checkpoint_seconds and at the phase's end: a history line (with the VAE's eval PSNR) and a save."""
+        if time.time() - last <= self.tcfg.checkpoint_seconds and self.step != total:
+            return last
+        self.history.append({"phase": phase, "step": self.step, "loss": loss.item(),
+                             **(self.eval_vae() if evaluate else {})})
+        self.log(json.dumps(self.history[-1]))
+        self.save(opt)
+        return time.time()
+
     def _batch_idx(self, b: int) -> np.ndarray:
         return self.rng.integers(0, len(self.data.images), b)
 
@@ -190,18 +210,8 @@ class Trainer:
             rec = F.l1_loss(y, x) + F.mse_loss(y, x)
             kl = post.kl().mean() / x[0].numel()
             loss = rec + self.tcfg.kl_weight * kl
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-            opt.step()
-            self.step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{psnr(y.detach(), x):.1f}")
-            if time.time() - last > self.tcfg.checkpoint_seconds or self.step == total:
-                self.history.append({"phase": "vae", "step": self.step, "loss": loss.item(), **self.eval_vae()})
-                self.log(json.dumps(self.history[-1]))
-                self.save(opt)
-                last = time.time()
+            self._update(opt, vae.parameters(), loss, bar, psnr=f"{psnr(y.detach(), x):.1f}")
+            last = self._checkpoint(opt, "vae", loss, last, total, evaluate=True)
         bar.close()
         vae.eval()
         self._set_latent_scale()
@@ -235,18 +245,8 @@ class Trainer:
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
             y = vae.decode(z).sample
             loss = F.l1_loss(y, x) + F.mse_loss(y, x)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            self.step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{psnr(y.detach(), x):.1f}")
-            if time.time() - last > self.tcfg.checkpoint_seconds or self.step == total:
-                self.history.append({"phase": "decoder", "step": self.step, "loss": loss.item(), **self.eval_vae()})
-                self.log(json.dumps(self.history[-1]))
-                self.save(opt)
-                last = time.time()
+            self._update(opt, params, loss, bar, psnr=f"{psnr(y.detach(), x):.1f}")
+            last = self._checkpoint(opt, "decoder", loss, last, total, evaluate=True)
         bar.close()
         vae.eval()
 
@@ -321,18 +321,8 @@ class Trainer:
             zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
             pred = m.unet(zt, t, encoder_hidden_states=m.context(id_tok, sty_tok, b)).sample
             loss = F.mse_loss(pred, noise)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            self.step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            if time.time() - last > self.tcfg.checkpoint_seconds or self.step == total:
-                self.history.append({"phase": f"unet{stage}", "step": self.step, "loss": loss.item()})
-                self.log(json.dumps(self.history[-1]))
-                self.save(opt)
-                last = time.time()
+            self._update(opt, params, loss, bar)
+            last = self._checkpoint(opt, f"unet{stage}", loss, last, total, evaluate=False)
         bar.close()
         m.eval()
 
