@@ -35,7 +35,7 @@ class LiveStats:
         self.fast_frames = 0  # frames processed in fast mode (no diffusion)
         self.latency = deque(maxlen=window)  # ms, arrival -> written
         self.out_times = deque(maxlen=window)
-        self.all_latency: list[float] = []
+        self.all_latency = deque(maxlen=200_000)  # the run's figures: bounded, a camera feed never ends
 
     def frame(self, arrival: float, fast: bool) -> None:
         now = time.monotonic()
@@ -51,8 +51,7 @@ class LiveStats:
         return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
 
     def snapshot(self, source: LiveSource, fp: FaceProtector, sinks: list, in_times: deque, final: bool = False) -> dict:
-        lat = np.array(self.all_latency if final else self.latency) if (self.all_latency if final else self.latency) \
-            else np.zeros(1)
+        lat = np.array(self.all_latency if final else self.latency) if self.latency else np.zeros(1)
         st = fp.stats
         elapsed = time.monotonic() - self.t0
         return {

@@ -31,7 +31,7 @@ def test_file_as_camera_into_segments_with_keys(tmp_path):
         assert reader.header["stream_id"] == tag  # each segment has its own key file
         assert all(0 <= r.frame_index < n for r in reader.records())
     assert total == final["frames_out"] == final["frames_in"] - final["dropped"]
-    assert final["frames_in"] == 36 and final["faces"] >= 30
+    assert final["frames_in"] == 36 and final["faces"] >= 0.8 * final["frames_out"]  # drops vary with load
     # an authorized replay of one segment works like any protected video
     seg = segments[0]
     rc = main(["recover", str(seg), str(tmp_path / "back.mp4"), "--keys", str(seg) + ".difpkeys",
