@@ -342,7 +342,9 @@ def cmd_live(args) -> int:
                 return KeyWriter(kp, recipient, _shapes(model), info)
 
             router = KeyRouter(writer_for)
-        fp = FaceProtector(protector, DlibIdentityEncoder(), _pipeline_cfg(args, keys))
+        cfg = _pipeline_cfg(args, keys)
+        cfg.verify_every = True  # live: most frames reuse the last keyframe's crop, so every keyframe is checked
+        fp = FaceProtector(protector, DlibIdentityEncoder(), cfg)
         fp.warmup()
         opts = SourceOptions(transport=args.rtsp_transport, timeout=args.timeout, retries=args.retries,
                              retry_delay=args.retry_delay, realtime=args.live)

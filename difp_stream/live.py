@@ -63,7 +63,7 @@ class LiveStats:
             "frames_in": source.frames, "frames_out": self.out_frames, "dropped": source.dropped,
             "fast_frames": self.fast_frames, "faces": st.faces, "tracks": len(st.tracks),
             "protected": st.protected, "fallback": st.reused + st.obscured, "reused": st.reused,
-            "blurred": st.obscured, "reconnects": max(0, source.connects - 1),
+            "blurred": st.obscured, "reconnects": max(0, source.connects - 1), "corrupt_packets": source.corrupt,
             "gap_s": round(sum(source.gaps), 2),
             "sink_dropped": sum(getattr(s, "dropped", 0) for s in sinks),
         }

@@ -19,7 +19,6 @@ from .faces.track import Track, Tracker
 from .keys.keyfile import FaceRecord
 
 
-LEAK_DISTANCE = 0.6  # dlib L2 below which two faces count as the same person
 
 
 @dataclass
@@ -35,9 +34,12 @@ class PipelineConfig:
     max_yaw: float = 0.3  # nose offset from the eyes' midpoint / eye distance above which a face is blurred instead
     protect_every: int = 4  # full DIFP run per track every N frames; frames between are carried (Protector.carry)
     carry_cutoff: int = 8  # latent low-pass size of the motion carried between keyframes
-    verify_distance: float = 0.7  # a fake face must be this far (dlib L2) from the original ...
+    verify_distance: float = 0.7  # a fake face must be this far (dlib L2) from the original (0.6: same person) ...
     verify_tries: int = 2  # ... else up to this many other fake identities are tried (verify_distance 0: no check)
-    verify_every: bool = False  # check every DIFP keyframe, not only a track's first; still too close: blurred
+    blur_below: float = 0.65  # the farthest one tried still closer than this: the face is blurred (the margin above
+    #                           0.6 absorbs how the distance moves from frame to frame and view to view)
+    verify_every: bool = False  # check every DIFP keyframe, not only a track's first, against every look of the
+    #                             person seen so far (each check adds that keyframe's original to the track's codes)
     skip_below: float = 1.0  # reuse a track's last result when its aligned crop changed less than this (mean |diff|,
     #                          0-255 levels); 0 disables the similarity skip
     keys: bool = False  # compute recovery keys (handed to ``on_key``)
@@ -59,6 +61,9 @@ class Timings:
             self.ms.setdefault(stage, []).append((time.perf_counter() - t0) * 1000)
 
 
+MAX_LOOKS = 8  # recent views of a person kept per track for the verification (verify_every)
+
+
 @dataclass
 class TrackState:
     seed: int
@@ -72,6 +77,11 @@ class TrackState:
     last_input: np.ndarray | None = None  # the original crop that produced last_crop (similarity skip)
     last_key: object = None  # and its recovery key
     weak: bool = False  # the last keyframe's fake face still matched the original: covered by the blur until the next
+    seen_codes: list = field(default_factory=list)  # identity codes of the original at verified keyframes (newest last)
+
+    def looks(self) -> np.ndarray:
+        """The original's identity codes a fake face is checked against: the track's own plus recent views."""
+        return np.stack([self.id_code, *self.seen_codes])
 
 
 @dataclass
@@ -158,9 +168,10 @@ class FaceProtector:
             self._protect(index, frame, out, todo)
         return out
 
-    def _distance(self, seen: np.ndarray, code: np.ndarray) -> float:
+    def _distance(self, seen: np.ndarray, codes: np.ndarray) -> float:
+        """dlib distance from a protected face to the nearest of the original's identity codes ``[K, D]``."""
         with self.timings("verify"):
-            return float(np.linalg.norm(self.id_enc(seen[None])[0] - code))
+            return float(np.linalg.norm(codes - self.id_enc(seen[None])[0], axis=1).min())
 
     @staticmethod
     def _seen(frame: np.ndarray, m128: np.ndarray, original: np.ndarray):
@@ -179,7 +190,7 @@ class FaceProtector:
         """A protected face must be far from the original's identity: if dlib still matches it (distance <
         verify_distance), draw other fake identities (up to verify_tries) and keep the farthest. Returns the kept
         result and its distance."""
-        best, d = res, self._distance(look(res[0]), st.id_code)
+        best, d = res, self._distance(look(res[0]), st.looks())
         for j in range(self.cfg.verify_tries):
             if d >= self.cfg.verify_distance:
                 break
@@ -187,7 +198,7 @@ class FaceProtector:
             with self.timings("difp"):
                 r = self.p.protect(crop[None], seeds=[st.seed + 7919 * (j + 1)], id_codes=st.id_code[None],
                                    keys=self.cfg.keys)
-            d2 = self._distance(look(r.crops[0]), st.id_code)
+            d2 = self._distance(look(r.crops[0]), st.looks())
             if d2 > d:
                 best, d = (r.crops[0], r.keys[0] if r.keys else None, r.surrogates[0], r.protected_latents[0:1]), d2
         return best, d
@@ -254,8 +265,11 @@ class FaceProtector:
                 for i, (k, s) in enumerate(zip(full, st)):
                     res_i = (r.crops[i], r.keys[i] if r.keys else None, r.surrogates[i], r.protected_latents[i:i + 1])
                     if self.cfg.verify_distance > 0 and (s.surrogate is None or self.cfg.verify_every):
+                        if s.surrogate is not None:  # a later keyframe: this view of the person counts too
+                            with self.timings("identity"):
+                                s.seen_codes = [*s.seen_codes, self.id_enc(crops128[k:k + 1])[0]][-MAX_LOOKS:]
                         res_i, d = self._verified(crops[k], s, res_i, self._seen(frame, todo[k][1], crops[k]))
-                        s.weak = d < LEAK_DISTANCE
+                        s.weak = d < min(self.cfg.blur_below, self.cfg.verify_distance)
                         if s.surrogate is not None and res_i[2] is not r.surrogates[i]:
                             s.surrogate = res_i[2]  # privacy first: this track's fake person changes from here on
                     if s.surrogate is None:  # one fake person per track, for its whole life

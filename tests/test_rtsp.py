@@ -60,23 +60,26 @@ def read_frames(url: str, seconds: float, out: list) -> None:
             time.sleep(0.3)
 
 
-def matches_original(frames: list, every: int = 5) -> tuple[int, int]:
-    """(faces within 0.6 of the camera's real face, faces found) over every ``every``-th frame."""
-    from difp_stream.difp.identity import DlibIdentityEncoder
-    from difp_stream.faces import align
+def face_psnr(frames: list, every: int = 5) -> list[tuple[float, float]]:
+    """For every ``every``-th output frame: (PSNR of the picture below the face, PSNR of the face box) against the
+    camera frame it came from (found by the picture below the face, which the filter leaves alone)."""
     from difp_stream.faces.detect import Detector
 
-    det, enc = Detector(0.5), DlibIdentityEncoder()
-    first = next(camera_frames())
-    f0 = det.detect([first])[0][0]
-    ref = enc(align.crop(first, align.similarity(f0.landmarks, 128), 128)[None])[0]
-    hits = found = 0
+    det = Detector(0.5)
+    cam = np.stack([f for _, f in zip(range(600), camera_frames())]).astype(np.float32)  # 24 s of the camera
+    below = cam[:, 170:, ::2]
+
+    def psnr(a, b):
+        return 10 * np.log10(255.0 ** 2 / max(float(np.mean((a - b) ** 2)), 1e-6))
+    out = []
     for img in frames[::every]:
-        for f in det.detect([img])[0]:
-            found += 1
-            d = enc(align.crop(img, align.similarity(f.landmarks, 128), 128)[None])[0]
-            hits += int(np.linalg.norm(d - ref) < 0.6)
-    return hits, found
+        err = ((below - img[None, 170:, ::2].astype(np.float32)) ** 2).mean(axis=(1, 2, 3))
+        k = int(np.argmin(err))
+        faces = det.detect([cam[k].astype(np.uint8)])[0]
+        x0, y0, x1, y1 = faces[0].box.astype(int)
+        box = (slice(max(y0, 0), y1), slice(max(x0, 0), x1))
+        out.append((10 * np.log10(255.0 ** 2 / max(float(err[k]), 1e-6)), psnr(cam[k][box], img[box].astype(np.float32))))
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -114,9 +117,11 @@ def test_camera_filtered_to_file_and_rtsp(tmp_path, keypair):
     assert final["final"] and final["frames_out"] == len(frames) >= 50  # 10 s; frames dropped under load vary
     assert final["faces"] >= final["frames_out"] * 0.75  # the face is found (and covered) in most frames
     assert final["protected"] >= 1 and final["latency_p50_ms"] > 0
+    # every face was replaced or covered, in the file and for the viewer: matched to the camera frame it came from,
+    # the picture below the face is the camera's (the stream's compression aside) and the face box is not.
     for imgs in (frames, viewed):
-        hits, found = matches_original(imgs)
-        assert hits == 0, f"{hits} of {found} output faces still match the camera's real face"
+        for rest, face in face_psnr(imgs):
+            assert rest > 27 and face < 20, f"face box {face:.1f} dB from the camera's face (rest {rest:.1f} dB)"
     from difp_stream.keys import KeyReader, load_secret
 
     reader = KeyReader(Path(str(out) + ".difpkeys"), load_secret(secret))

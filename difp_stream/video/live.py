@@ -72,6 +72,7 @@ class LiveSource:
         self.frames = 0  # decoded
         self.dropped = 0  # dropped from a full queue
         self.connects = 0  # successful connections
+        self.corrupt = 0  # packets the decoder rejected (skipped up to the next keyframe)
         self.gaps: list[float] = []  # seconds without frames between a loss and the next frame
         self._thread = threading.Thread(target=self._run, name="difp-live-source", daemon=True)
 
@@ -137,16 +138,27 @@ class LiveSource:
             with self._cv:
                 self._cv.notify_all()
 
+    def _frames(self, c, v):
+        """Decoded frames; ``None`` for a packet the decoder rejects (a damaged packet is skipped, not a lost
+        connection: decoding resumes at the next keyframe)."""
+        for packet in c.demux(v):
+            try:
+                yield from v.decode(packet)
+            except av.error.InvalidDataError:
+                self.corrupt += 1
+                yield None
+
     def _read(self, c, lost_at: float | None) -> float:
         v = c.streams.video[0]
         v.thread_type = "AUTO"
-        self.fps = self.fps or v.average_rate or v.guessed_rate or Fraction(25)
+        self.fps = self.fps or _stream_fps(v)
         t0, first_pts, synced = time.monotonic(), None, False
         try:
-            for frame in c.decode(v):
+            for frame in self._frames(c, v):
                 if self._stop.is_set():
                     break
-                synced = synced or frame.key_frame  # frames before the first keyframe are smeared guesses
+                synced = synced and frame is not None
+                synced = synced or (frame is not None and frame.key_frame)  # before a keyframe: smeared guesses
                 if not synced or frame.is_corrupt:
                     continue
                 img = _rotate(frame.to_ndarray(format="rgb24"), int(round(frame.rotation or 0)))
@@ -176,6 +188,14 @@ def _even(img: np.ndarray) -> np.ndarray:
     return img[: h - h % 2, : w - w % 2]
 
 
+def _stream_fps(v) -> Fraction:
+    """The stream's frame rate; RTSP streams without timing info report their RTP clock (90000): ignored."""
+    for rate in (v.average_rate, v.guessed_rate):
+        if rate and 1 <= rate <= 240:
+            return Fraction(rate)
+    return Fraction(25)
+
+
 class _Encoder:
     """One H.264 output (file or RTSP) with millisecond timestamps taken from the frames' arrival times."""
 
@@ -192,20 +212,24 @@ class _Encoder:
         self.s.options = {"crf": str(crf), "preset": preset, "tune": "zerolatency", "g": gop, "bf": "0"}
         self.c.metadata.update(metadata or {})
         self.t0, self.last, self.frames = None, -1, 0
+        self.frame_ms = max(1, int(round(1000 / float(fps))))
+
+    def _mux(self, packets) -> None:
+        for p in packets:
+            p.duration = p.duration or self.frame_ms  # else MP4 ends on a 0-length sample that players skip
+            self.c.mux(p)
 
     def write(self, img: np.ndarray, t: float) -> None:
         self.t0 = t if self.t0 is None else self.t0
         pts = max(int(round((t - self.t0) * 1000)), self.last + 1)
         f = av.VideoFrame.from_ndarray(_even(img), format="rgb24")
         f.pts, f.time_base, self.last = pts, Fraction(1, 1000), pts
-        for p in self.s.encode(f):
-            self.c.mux(p)
+        self._mux(self.s.encode(f))
         self.frames += 1
 
     def close(self) -> None:
         try:
-            for p in self.s.encode(None):
-                self.c.mux(p)
+            self._mux(self.s.encode(None))
         finally:
             self.c.close()
 
