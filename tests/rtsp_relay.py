@@ -28,7 +28,7 @@ RECORD = ("( rtph264depay name=depay0 ! h264parse config-interval=-1 ! " + CAPS 
 # insertion (config-interval) would put them between the slices of a multi-slice IDR frame, and decoders then drop
 # the picture's first slice (x264 zerolatency, like many cameras, writes several slices per frame)
 PLAY = ("( appsrc name=src is-live=true format=time do-timestamp=true caps=" + CAPS +
-        " ! rtph264pay name=pay0 pt=96 config-interval=0 )")
+        " ! h264parse config-interval=-1 ! rtph264pay name=pay0 pt=96 config-interval=0 )")
 
 
 def log(msg: str) -> None:

@@ -52,8 +52,12 @@ def read_frames(url: str, seconds: float, out: list) -> None:
     while time.monotonic() < end:
         try:
             with av.open(url, options={"rtsp_transport": "tcp", "timeout": "2000000"}, timeout=(5, 3)) as c:
-                for f in c.decode(video=0):
-                    out.append(f.to_ndarray(format="rgb24"))
+                for packet in c.demux(video=0):
+                    try:  # joined mid-GOP: packets before the next keyframe's parameter sets do not decode
+                        frames = packet.decode()
+                    except av.error.InvalidDataError:
+                        continue
+                    out.extend(f.to_ndarray(format="rgb24") for f in frames)
                     if time.monotonic() > end:
                         return
         except av.error.FFmpegError:
@@ -99,7 +103,7 @@ def test_camera_filtered_to_file_and_rtsp(tmp_path, keypair):
                        "--stats-every", 1, "--stats-json", tmp_path / "stats.jsonl", "--no-progress")
             assert f.live.wait(60), f.log
             viewed: list = []
-            read_frames(relay.url("out"), 5, viewed)
+            read_frames(relay.url("out"), 8, viewed)  # the output appears after the first frame is done
             assert f.wait(60) == 0, f.log
         finally:
             camera.stop()
@@ -118,10 +122,10 @@ def test_camera_filtered_to_file_and_rtsp(tmp_path, keypair):
     assert final["faces"] >= final["frames_out"] * 0.75  # the face is found (and covered) in most frames
     assert final["protected"] >= 1 and final["latency_p50_ms"] > 0
     # every face was replaced or covered, in the file and for the viewer: matched to the camera frame it came from,
-    # the picture below the face is the camera's (the stream's compression aside) and the face box is not.
+    # the picture below the face is the camera's (up to two H.264 encodes) and the face box is not.
     for imgs in (frames, viewed):
         for rest, face in face_psnr(imgs):
-            assert rest > 27 and face < 20, f"face box {face:.1f} dB from the camera's face (rest {rest:.1f} dB)"
+            assert rest > 24 and face < 20, f"face box {face:.1f} dB from the camera's face (rest {rest:.1f} dB)"
     from difp_stream.keys import KeyReader, load_secret
 
     reader = KeyReader(Path(str(out) + ".difpkeys"), load_secret(secret))
