@@ -43,3 +43,33 @@ def test_live_refuses_two_file_outputs(tmp_path, capsys):
     clip = make_clip(tmp_path / "cam.mp4", frames=4, audio=False)
     rc = main([str(clip), str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4"), "--live", "--no-keys"])
     assert rc == 4 and "one file" in capsys.readouterr().err
+
+
+def test_file_sink_keeps_every_frame_and_arrival_times(tmp_path):
+    """Irregular arrivals (a live feed with drops) -> every frame in the MP4, the last one too, at its arrival time."""
+    from fractions import Fraction
+
+    import numpy as np
+
+    from difp_stream.video.live import FileSink
+
+    arrivals = [0.0, 0.04, 0.041, 0.3, 0.34, 1.5, 1.54, 1.58]
+    sink = FileSink(str(tmp_path / "out.mp4"), Fraction(25), (64, 48))
+    for i, t in enumerate(arrivals):
+        sink.write(np.full((48, 64, 3), 30 * i, np.uint8), 100.0 + t)
+    sink.close()
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        times = [f.time for f in c.decode(video=0)]
+    assert len(times) == len(arrivals)
+    assert np.allclose(times, arrivals, atol=0.002)
+
+
+def test_rtp_clock_is_not_taken_for_a_frame_rate():
+    from fractions import Fraction
+    from types import SimpleNamespace
+
+    from difp_stream.video.live import _stream_fps
+
+    assert _stream_fps(SimpleNamespace(average_rate=Fraction(90000), guessed_rate=None)) == 25
+    assert _stream_fps(SimpleNamespace(average_rate=None, guessed_rate=Fraction(30000, 1001))) == Fraction(30000, 1001)
+    assert _stream_fps(SimpleNamespace(average_rate=Fraction(12), guessed_rate=Fraction(90000))) == 12
