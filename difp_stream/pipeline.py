@@ -19,8 +19,6 @@ from .faces.track import Track, Tracker
 from .keys.keyfile import FaceRecord
 
 
-
-
 @dataclass
 class PipelineConfig:
     seed: int = 0

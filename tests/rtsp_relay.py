@@ -24,9 +24,9 @@ from gi.repository import GLib, Gst, GstRtsp, GstRtspServer  # noqa: E402
 CAPS = "video/x-h264,stream-format=byte-stream,alignment=au"
 RECORD = ("( rtph264depay name=depay0 ! h264parse config-interval=-1 ! " + CAPS +
           " ! appsink name=sink emit-signals=true sync=false max-buffers=64 drop=true )")
-# PLAY: the access units go out as they came (SPS/PPS already precede every IDR): rtph264pay's own parameter-set
-# insertion (config-interval) would put them between the slices of a multi-slice IDR frame, and decoders then drop
-# the picture's first slice (x264 zerolatency, like many cameras, writes several slices per frame)
+# PLAY: h264parse (which knows access units) puts SPS/PPS ahead of every IDR frame; rtph264pay's own insertion
+# (config-interval) would put them between the slices of a multi-slice IDR frame, and decoders then drop the
+# picture's first slice (x264 zerolatency, like many cameras, writes several slices per frame)
 PLAY = ("( appsrc name=src is-live=true format=time do-timestamp=true caps=" + CAPS +
         " ! h264parse config-interval=-1 ! rtph264pay name=pay0 pt=96 config-interval=0 )")
 

@@ -157,8 +157,10 @@ class LiveSource:
             for frame in self._frames(c, v):
                 if self._stop.is_set():
                     break
-                synced = synced and frame is not None
-                synced = synced or (frame is not None and frame.key_frame)  # before a keyframe: smeared guesses
+                if frame is None:  # a damaged packet: what follows up to the next keyframe is smeared too
+                    synced = False
+                    continue
+                synced = synced or frame.key_frame  # frames before a connection's first keyframe are smeared guesses
                 if not synced or frame.is_corrupt:
                     continue
                 img = _rotate(frame.to_ndarray(format="rgb24"), int(round(frame.rotation or 0)))
