@@ -201,6 +201,33 @@ def test_fake_identity_too_close_to_the_original_is_drawn_again(model_dir):
     assert "verify" not in off.timings.ms
 
 
+def test_live_checks_every_keyframe_against_each_view_of_the_person(model_dir):
+    """verify_every: a later keyframe's view of the person joins the track's identity codes; a fake face that view
+    matches is drawn again, then blurred (fail closed). Without it, only a track's first keyframe is checked."""
+    from difp_stream.difp import DIFPModel, Protector
+    from difp_stream.pipeline import FaceProtector, PipelineConfig
+
+    img = cv2.resize(astronaut(), (320, 320), interpolation=cv2.INTER_AREA)
+    p = Protector(DIFPModel.load(model_dir), device="cpu")
+
+    def encoder():  # the track's first view is far from every fake face; every later view looks like them
+        calls = []
+
+        def enc(crops):
+            calls.append(len(crops))
+            return np.full((len(crops), 128), 1.0 if len(calls) == 1 else 0.0, np.float32)
+        return enc
+    cfg = dict(protect_every=4, skip_below=0)
+    every = FaceProtector(p, encoder(), PipelineConfig(verify_every=True, **cfg))
+    first = FaceProtector(p, encoder(), PipelineConfig(**cfg))
+    for i in range(5):  # keyframes at 0 and 4
+        every.process(i, img)
+        first.process(i, img)
+    assert first.stats.redrawn == 0 and first.stats.obscured == 0 and first.stats.protected == 5
+    assert every.stats.redrawn == 2 and every.stats.obscured == 1 and every.stats.protected == 4
+    assert len(every.states[next(iter(every.states))].seen_codes) == 1
+
+
 def test_ctrl_c_leaves_a_playable_output(tmp_path, clip, model_dir, monkeypatch):
     from difp_stream.pipeline import FaceProtector
 
