@@ -73,8 +73,8 @@ def face_psnr(frames: list, every: int = 5) -> list[tuple[float, float]]:
     cam = np.stack([f for _, f in zip(range(600), camera_frames())]).astype(np.float32)  # 24 s of the camera
     below = cam[:, 170:, ::2]
 
-    def psnr(a, b):
-        return 10 * np.log10(255.0 ** 2 / max(float(np.mean((a - b) ** 2)), 1e-6))
+    def psnr(mse):
+        return 10 * np.log10(255.0 ** 2 / max(float(mse), 1e-6))
     out = []
     for img in frames[::every]:
         err = ((below - img[None, 170:, ::2].astype(np.float32)) ** 2).mean(axis=(1, 2, 3))
@@ -82,7 +82,7 @@ def face_psnr(frames: list, every: int = 5) -> list[tuple[float, float]]:
         faces = det.detect([cam[k].astype(np.uint8)])[0]
         x0, y0, x1, y1 = faces[0].box.astype(int)
         box = (slice(max(y0, 0), y1), slice(max(x0, 0), x1))
-        out.append((10 * np.log10(255.0 ** 2 / max(float(err[k]), 1e-6)), psnr(cam[k][box], img[box].astype(np.float32))))
+        out.append((psnr(err[k]), psnr(np.mean((cam[k][box] - img[box].astype(np.float32)) ** 2))))
     return out
 
 
