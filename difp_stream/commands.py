@@ -90,6 +90,9 @@ def protect_parser() -> argparse.ArgumentParser:
     f.add_argument("--verify-distance", type=float, default=c.verify_distance,
                    help=f"a new face's first fake face must be this far from the original (dlib L2), else other fake "
                         f"identities are tried (default: {c.verify_distance}; 0: no check)")
+    f.add_argument("--verify", choices=["every", "first"], default="every" if c.verify_every else "first",
+                   help="check the fake face at every DIFP keyframe against every view of the person seen so far "
+                        "(a match is blurred), or only a face's first one (faster); default: every")
     f.add_argument("--skip-below", type=float, default=c.skip_below,
                    help=f"reuse a face's last result while its aligned crop changes less than this mean level "
                         f"(0-255; default: {c.skip_below}; 0: off)")
@@ -189,7 +192,7 @@ def _pipeline_cfg(args, keys: bool):
                           detect_size=args.detect_size, max_misses=args.max_misses, keys=keys,
                           protect_every=args.protect_every, carry_cutoff=args.carry_cutoff,
                           skip_below=args.skip_below, verify_distance=args.verify_distance, min_difp=args.min_difp,
-                          exact=args.recovery == "exact")
+                          exact=args.recovery == "exact", verify_every=args.verify == "every")
 
 
 def _sampling(args, model):
@@ -343,7 +346,6 @@ def cmd_live(args) -> int:
 
             router = KeyRouter(writer_for)
         cfg = _pipeline_cfg(args, keys)
-        cfg.verify_every = True  # live: most frames reuse the last keyframe's crop, so every keyframe is checked
         fp = FaceProtector(protector, DlibIdentityEncoder(), cfg)
         fp.warmup()
         opts = SourceOptions(transport=args.rtsp_transport, timeout=args.timeout, retries=args.retries,

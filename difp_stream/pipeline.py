@@ -36,8 +36,8 @@ class PipelineConfig:
     verify_tries: int = 2  # ... else up to this many other fake identities are tried (verify_distance 0: no check)
     blur_below: float = 0.65  # the farthest one tried still closer than this: the face is blurred (the margin above
     #                           0.6 absorbs how the distance moves from frame to frame and view to view)
-    verify_every: bool = False  # check every DIFP keyframe, not only a track's first, against every look of the
-    #                             person seen so far (each check adds that keyframe's original to the track's codes)
+    verify_every: bool = True  # check every DIFP keyframe, not only a track's first, against every look of the
+    #                            person seen so far (each check adds that keyframe's original to the track's codes)
     skip_below: float = 1.0  # reuse a track's last result when its aligned crop changed less than this (mean |diff|,
     #                          0-255 levels); 0 disables the similarity skip
     keys: bool = False  # compute recovery keys (handed to ``on_key``)
@@ -282,7 +282,6 @@ class FaceProtector:
                                      keys=self.cfg.keys)
                 for i, k in enumerate(carried):
                     out_crops[k], out_keys[k] = r.crops[i], r.keys[i] if r.keys else None
-                self.stats.carried += len(carried)
         except Exception as e:  # fail closed: nothing passes through unprotected
             self._warn_once(f"protect:{type(e).__name__}", f"protection failed ({type(e).__name__}: {e}); "
                             "faces are covered by a blur instead")
@@ -303,6 +302,7 @@ class FaceProtector:
             if st.last_crop is not out_crops[k]:  # a new result (not a similarity skip)
                 st.last_crop, st.last_input, st.last_key = out_crops[k], crops[k].astype(np.int16), out_keys[k]
             self.stats.protected += 1
+            self.stats.carried += k in carried
             if self.on_key is not None and out_keys[k] is not None:
                 exact = None
                 if self.cfg.exact:

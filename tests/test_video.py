@@ -201,8 +201,8 @@ def test_fake_identity_too_close_to_the_original_is_drawn_again(model_dir):
     assert "verify" not in off.timings.ms
 
 
-def test_live_checks_every_keyframe_against_each_view_of_the_person(model_dir):
-    """verify_every: a later keyframe's view of the person joins the track's identity codes; a fake face that view
+def test_every_keyframe_is_checked_against_each_view_of_the_person(model_dir):
+    """verify_every (the default): a later keyframe's view of the person joins the track's identity codes; a fake face that view
     matches is drawn again, then blurred (fail closed). Without it, only a track's first keyframe is checked."""
     from difp_stream.difp import DIFPModel, Protector
     from difp_stream.pipeline import FaceProtector, PipelineConfig
@@ -219,7 +219,7 @@ def test_live_checks_every_keyframe_against_each_view_of_the_person(model_dir):
         return enc
     cfg = dict(protect_every=4, skip_below=0)
     every = FaceProtector(p, encoder(), PipelineConfig(verify_every=True, **cfg))
-    first = FaceProtector(p, encoder(), PipelineConfig(**cfg))
+    first = FaceProtector(p, encoder(), PipelineConfig(verify_every=False, **cfg))
     for i in range(5):  # keyframes at 0 and 4
         every.process(i, img)
         first.process(i, img)

@@ -4,6 +4,7 @@ the same; only reconstructions, and so recovery, get sharper). Resumable: one ch
 step, the weights and the optimizer."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -36,6 +37,9 @@ class TrainConfig:
     lr_vae: float = 5e-4
     lr_unet: float = 3e-4
     lr_decoder: float = 2e-4
+    # decoder phase: > 0 also trains the VAE encoder, held near its old latents by this weight on the squared
+    # distance (in the U-Net's scaled latent space), so recovery gets sharper while the U-Net's space barely moves
+    encoder_anchor: float = 0.0
     weight_decay: float = 1e-3  # the paper's
     drop: float = 0.4  # stage 2: probability of replacing each condition by its null token (paper ~40%)
     kl_weight: float = 1e-6
@@ -90,6 +94,7 @@ class Trainer:
             self.model.load_state_dict(ck["model"])
             self.phase, self.step = ck["phase"], ck["step"]
             self._opt_state = ck.get("opt")
+            self._anchor = ck.get("anchor_encoder")
             log(f"resumed {ckpt_path}: phase {self.phase}, step {self.step}")
         else:
             self.tcfg = train_cfg or TrainConfig()
@@ -101,10 +106,11 @@ class Trainer:
                 self.model = DIFPModel(self.mcfg)
                 fit_identity_stats(self.model, data.descriptors)
             self.phase, self.step, self._opt_state = "vae", 0, None
+            self._anchor = None
         if from_phase is not None:  # e.g. more VAE training for a finished run, then the U-Net stages again
             if from_phase not in PHASES[:-1]:
                 raise ValueError(f"from_phase must be one of {PHASES[:-1]}")
-            self.phase, self.step, self._opt_state = from_phase, 0, None
+            self.phase, self.step, self._opt_state, self._anchor = from_phase, 0, None, None
             log(f"restarting at phase {from_phase}")
         if data.images.shape[1] != self.mcfg.resolution:
             raise ValueError(f"data resolution {data.images.shape[1]} != model resolution {self.mcfg.resolution}")
@@ -122,7 +128,8 @@ class Trainer:
     def save(self, opt: torch.optim.Optimizer | None) -> None:
         ck = {"phase": self.phase, "step": self.step, "model": self.model.state_dict(),
               "opt": opt.state_dict() if opt is not None else None,
-              "model_cfg": json.loads(self.mcfg.to_json()), "train_cfg": asdict(self.tcfg)}
+              "model_cfg": json.loads(self.mcfg.to_json()), "train_cfg": asdict(self.tcfg),
+              "anchor_encoder": self._anchor}
         tmp = self.out / (CHECKPOINT + ".tmp")
         torch.save(ck, tmp)
         tmp.replace(self.out / CHECKPOINT)
@@ -217,19 +224,29 @@ class Trainer:
         self._set_latent_scale()
 
     def _train_decoder(self) -> None:
-        """Fine-tune the VAE decoder on the frozen encoder's latents (posterior means, cached once)."""
+        """Fine-tune the VAE decoder on the frozen encoder's latents (posterior means, cached once); with
+        ``encoder_anchor`` > 0 the encoder is tuned too, pulled towards those cached latents."""
         total, vae = self.tcfg.decoder_steps, self.model.vae
         if total <= 0:
             return
+        anchor = self.tcfg.encoder_anchor
         vae.eval()
         vae.requires_grad_(False)
-        dec = [vae.decoder, vae.post_quant_conv]
+        dec = [vae.decoder, vae.post_quant_conv] + ([vae.encoder, vae.quant_conv] if anchor > 0 else [])
         params = [p for mod in dec for p in mod.parameters()]
         for p in params:
             p.requires_grad_(True)
         opt = self._optimizer(params, self.tcfg.lr_decoder)
-        lat = self._latents(raw=True)
-        lat_flip = self._latents(raw=True, flip=True)
+        enc = vae
+        if anchor > 0:  # the anchor is the encoder as the phase found it (kept in the checkpoint across resumes)
+            if self._anchor is None:
+                self._anchor = {k: v.detach().clone() for k, v in vae.state_dict().items()
+                                if k.startswith(("encoder.", "quant_conv."))}
+            enc = copy.deepcopy(vae)
+            enc.load_state_dict(self._anchor, strict=False)
+        lat = self._latents(raw=True, vae=enc)
+        lat_flip = self._latents(raw=True, flip=True, vae=enc)
+        del enc
         for mod in dec:
             mod.train()
         last = time.time()
@@ -243,9 +260,17 @@ class Trainer:
             z = torch.where(flip[:, None, None, None], lat_flip[idx].to(self.device), lat[idx].to(self.device))
             x = _to_x(self.data.images[idx], self.device)
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            drift = None
+            if anchor > 0:  # the tuned encoder's latents, held near the old ones (z: its cached latents)
+                z_new = vae.encode(x).latent_dist.mean
+                drift = F.mse_loss(z_new * self.mcfg.latent_scale, z * self.mcfg.latent_scale)
+                z = z_new
             y = vae.decode(z).sample
             loss = F.l1_loss(y, x) + F.mse_loss(y, x)
-            self._update(opt, params, loss, bar, psnr=f"{psnr(y.detach(), x):.1f}")
+            if drift is not None:
+                loss = loss + anchor * drift
+            self._update(opt, params, loss, bar, psnr=f"{psnr(y.detach(), x):.1f}",
+                         **({} if drift is None else {"drift": f"{drift.item() ** 0.5:.3f}"}))
             last = self._checkpoint(opt, "decoder", loss, last, total, evaluate=True)
         bar.close()
         vae.eval()
@@ -257,9 +282,16 @@ class Trainer:
         was = vae.training
         vae.eval()
         x = _to_x(data.images[:n], self.device)
-        y = torch.cat([vae.decode(vae.encode(c).latent_dist.mean).sample for c in x.split(64)]).clamp(-1, 1)
+        z = torch.cat([vae.encode(c).latent_dist.mean for c in x.split(64)])
+        y = torch.cat([vae.decode(c).sample for c in z.split(64)]).clamp(-1, 1)
         vae.train(was)
-        return {"eval_psnr": round(psnr(y, x), 3)}
+        out = {"eval_psnr": round(psnr(y, x), 3)}
+        if self._anchor is not None:  # how far the tuned encoder moved (rms, scaled latent units)
+            ref = copy.deepcopy(vae)
+            ref.load_state_dict(self._anchor, strict=False)
+            z_ref = torch.cat([ref.encode(c).latent_dist.mean for c in x.split(64)])
+            out["eval_drift"] = round(((z - z_ref) * self.mcfg.latent_scale).pow(2).mean().sqrt().item(), 4)
+        return out
 
     @torch.no_grad()
     def _set_latent_scale(self) -> None:
@@ -270,14 +302,16 @@ class Trainer:
         self.log(f"latent scale set to {self.mcfg.latent_scale:.4f}")
 
     @torch.no_grad()
-    def _latents(self, raw: bool = False, flip: bool = False) -> torch.Tensor:
-        """Latents of the whole training set: scaled (the U-Net's space) or ``raw`` (the decoder's input)."""
+    def _latents(self, raw: bool = False, flip: bool = False, vae=None) -> torch.Tensor:
+        """Latents of the whole training set: scaled (the U-Net's space) or ``raw`` (the decoder's input, from
+        ``vae``'s encoder when given)."""
         m, out = self.model, []
+        vae = vae or m.vae
         bar = tqdm(total=len(self.data.images), desc="caching latents", disable=not self.progress, dynamic_ncols=True)
         for i in range(0, len(self.data.images), 128):
             x = _to_x(self.data.images[i:i + 128], self.device)
             x = x.flip(-1) if flip else x
-            z = m.vae.encode(x).latent_dist.mean if raw else m.encode(x)
+            z = vae.encode(x).latent_dist.mean if raw else m.encode(x)
             out.append(z.cpu())
             bar.update(len(out[-1]))
         bar.close()
