@@ -1,4 +1,4 @@
-"""Every figure in README, from a fresh install, in one command (under 10 minutes on the 2-core CPU here):
+"""Every figure in README, from a fresh install, in one command (about 15 minutes on the 2-core CPU here):
 
     pip install -e ".[bench]" && python bench/all.py
 
@@ -6,7 +6,9 @@
 2. latency, privacy and deface side by side on a generated 640x480 clip and on a shared clip (bench/latency.py:
    latency*.md/json, *_strip.png, *_stages.png);
 3. per-face latency of each runtime backend (bench/backends.py: backends.md/json);
-4. live RTSP latency (bench/rtsp_latency.py: rtsp.md/json; needs the GStreamer RTSP server).
+4. live RTSP latency (bench/rtsp_latency.py: rtsp.md/json; needs the GStreamer RTSP server);
+5. recovery round trips on clips, diffusion and exact mode (bench/recovery.py: recovery.md/json);
+6. dlib's recognizer with either face box on the eval split (bench/recognizer.py: recognizer.md/json).
 Steps whose data is missing (../shared) are skipped with a line saying so."""
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ STEPS = [
                               "latency_liveportrait_d12"], CLIP),
     ("backends", ["bench/backends.py"], None),
     ("RTSP latency", ["bench/rtsp_latency.py", "--seconds", "30"], None),
+    ("recovery round trips", ["bench/recovery.py"], None),
+    ("recognizer face box", ["bench/recognizer.py"], SHARED / "faces" / "manifest.tsv"),
 ]
 
 

@@ -47,10 +47,10 @@ def _model_args(p: argparse.ArgumentParser, more_backends: tuple = ()) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _video_args(p: argparse.ArgumentParser, crf: int = 18) -> None:
+def _video_args(p: argparse.ArgumentParser, crf: int | None = 18, crf_help: str | None = None) -> None:
     v = p.add_argument_group("video output")
     v.add_argument("--codec", default="libx264", help="video encoder (default: libx264)")
-    v.add_argument("--crf", type=int, default=crf, help=f"quality for x264/x265 (default: {crf})")
+    v.add_argument("--crf", type=int, default=crf, help=f"quality for x264/x265 (default: {crf_help or crf})")
     v.add_argument("--preset", default="veryfast", help="x264/x265 preset (default: veryfast)")
 
 
@@ -480,7 +480,7 @@ def cmd_recover(argv: list[str]) -> int:
     p.add_argument("--partial", action="store_true", help="accept a key file cut short (crash, live stream)")
     p.add_argument("--overwrite", action="store_true")
     _model_args(p)
-    _video_args(p, crf=4)
+    _video_args(p, crf=None, crf_help="4; 0, lossless, when the key file holds exact-mode records")
     args = p.parse_args(argv)
     from .keys import KeyError_, audit
     from .video import stream_tag, transcode
@@ -510,8 +510,9 @@ def cmd_recover(argv: list[str]) -> int:
                             "(pass that model with --model)")
         rec = FaceRecoverer(_protector(args, model, device), records)
         if kind == "video":
-            # 4:4:4 so that restored faces are not blurred again by chroma subsampling
-            transcode(src, dst, rec.process, codec=args.codec, crf=args.crf, preset=args.preset,
+            # 4:4:4 so that restored faces are not blurred again by chroma subsampling; exact records: lossless
+            crf = args.crf if args.crf is not None else 0 if any(r.exact is not None for r in records) else 4
+            transcode(src, dst, rec.process, codec=args.codec, crf=crf, preset=args.preset,
                       progress=not args.no_progress, desc="recovering", pix_fmt="yuv444p")
         else:
             _write_image(dst, rec.process(0, _read_image(src)))
