@@ -12,6 +12,7 @@ import json
 import sys
 import tempfile
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -19,6 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import RESULTS, SHARED, machine, psnr, ssim  # noqa: E402
+from difp_stream.benchmark import read_frames  # noqa: E402
 from difp_stream.cli import main as cli  # noqa: E402
 from difp_stream.faces.align import roi_of  # noqa: E402
 from difp_stream.keys import KeyReader, generate, load_secret  # noqa: E402
@@ -27,23 +29,11 @@ CLIPS = ["liveportrait_d12.mp4", "sadtalker_WDA_KatieHill_000.mp4", "egoblur_gen
 FACE = (16, 112)  # the face part of the 128 template
 
 
-def frames_of(path: Path, limit: int | None = None) -> tuple[list[np.ndarray], object]:
-    with av.open(str(path)) as c:
-        s = c.streams.video[0]
-        rate = s.average_rate
-        out = []
-        for f in c.decode(s):
-            out.append(f.to_ndarray(format="rgb24"))
-            if limit and len(out) >= limit:
-                break
-    return out, rate
-
-
 def trimmed(src: Path, dst: Path, n: int) -> Path:
     """The first ``n`` frames of ``src``, re-encoded almost losslessly (CRF 12)."""
-    frames, rate = frames_of(src, n)
+    frames, fps = read_frames(src, n)
     with av.open(str(dst), "w") as c:
-        v = c.add_stream("libx264", rate=rate)
+        v = c.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         v.width, v.height, v.pix_fmt = frames[0].shape[1] // 2 * 2, frames[0].shape[0] // 2 * 2, "yuv420p"
         v.options = {"crf": "12"}
         for f in frames:
@@ -67,9 +57,7 @@ def round_trip(clip: Path, work: Path, mode: str, secret: Path, pub: Path) -> di
                 "--overwrite"]) == 0
     assert cli(["recover", str(out), str(rec), "--keys", str(keys), "--identity", str(secret), "--no-progress",
                 "--overwrite"]) == 0
-    orig, _ = frames_of(clip)
-    prot, _ = frames_of(out)
-    back, _ = frames_of(rec)
+    orig, prot, back = (read_frames(p)[0] for p in (clip, out, rec))
     from difp_stream.difp import load_default
 
     res = load_default().cfg.resolution
