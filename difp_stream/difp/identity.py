@@ -26,8 +26,6 @@ TEMPLATE_BOX = (8, 8, 120, 120)
 class DlibIdentityEncoder:
     """Callable: uint8 RGB aligned crops ``[N, R, R, 3]`` -> float32 ``[N, 128]``."""
 
-    CANVAS = CANVAS
-
     def __init__(self, box: tuple[int, int, int, int] = DETECTOR_BOX):
         import dlib
         import face_recognition_models as frm

@@ -118,6 +118,7 @@ class Trainer:
         self.sched = make_scheduler(self.mcfg)
         self.rng = np.random.default_rng(self.tcfg.seed + self.step + 7919 * PHASES.index(self.phase))
         self.history: list[dict] = []
+        self._eval_ref = None  # the anchor encoder's latents of the eval crops (eval_drift)
         # photos of the same person, for identity codes taken from another photo
         by_id: dict[int, list[int]] = {}
         for i, k in enumerate(data.identities):
@@ -242,11 +243,9 @@ class Trainer:
             if self._anchor is None:
                 self._anchor = {k: v.detach().clone() for k, v in vae.state_dict().items()
                                 if k.startswith(("encoder.", "quant_conv."))}
-            enc = copy.deepcopy(vae)
-            enc.load_state_dict(self._anchor, strict=False)
+            enc = self._anchor_vae()
         lat = self._latents(raw=True, vae=enc)
         lat_flip = self._latents(raw=True, flip=True, vae=enc)
-        del enc
         for mod in dec:
             mod.train()
         last = time.time()
@@ -287,11 +286,16 @@ class Trainer:
         vae.train(was)
         out = {"eval_psnr": round(psnr(y, x), 3)}
         if self._anchor is not None:  # how far the tuned encoder moved (rms, scaled latent units)
-            ref = copy.deepcopy(vae)
-            ref.load_state_dict(self._anchor, strict=False)
-            z_ref = torch.cat([ref.encode(c).latent_dist.mean for c in x.split(64)])
-            out["eval_drift"] = round(((z - z_ref) * self.mcfg.latent_scale).pow(2).mean().sqrt().item(), 4)
+            if self._eval_ref is None:
+                self._eval_ref = torch.cat([self._anchor_vae().encode(c).latent_dist.mean for c in x.split(64)])
+            out["eval_drift"] = round(((z - self._eval_ref) * self.mcfg.latent_scale).pow(2).mean().sqrt().item(), 4)
         return out
+
+    def _anchor_vae(self):
+        """A frozen copy of the VAE with the anchor encoder (the encoder as the decoder phase found it)."""
+        ref = copy.deepcopy(self.model.vae).requires_grad_(False).eval()
+        ref.load_state_dict(self._anchor, strict=False)
+        return ref
 
     @torch.no_grad()
     def _set_latent_scale(self) -> None:
