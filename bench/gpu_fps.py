@@ -1,10 +1,11 @@
 """End-to-end fps on a GPU: synthetic 720p and 1080p frames holding 1, 4 or 8 copies of a face, the full frame
-pipeline (detect, track, align, protect, paste) with DIFP on CUDA in fp32 and with fp16 autocast.
-Part of bench/gpu_check.sh; runs on CPU too (slowly) with --device cpu."""
+pipeline (detect, track, align, protect with keys, paste), worst case: every face gets a full DIFP run on every
+frame (no carry between keyframes, no similarity skip). Backends: plain PyTorch fp32 and torch-cuda (fp16, CUDA
+graphs). The recognizer check is off (dlib runs on the CPU; see the README). Part of bench/gpu_check.sh; runs on CPU
+too (slowly) with --device cpu --backends torch."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import time
@@ -18,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import RESULTS, machine  # noqa: E402
 from difp_stream.difp import DIFPModel, Protector, load_default  # noqa: E402
 from difp_stream.pipeline import FaceProtector, PipelineConfig  # noqa: E402
+from difp_stream.runtime.backends import select  # noqa: E402
 
 
 def frame_with_faces(w: int, h: int, n: int) -> np.ndarray:
@@ -37,30 +39,36 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None)
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--frames", type=int, default=30)
+    ap.add_argument("--frames", type=int, default=20)
+    ap.add_argument("--backends", default="torch,torch-cuda")
     args, _ = ap.parse_known_args()
     model = DIFPModel.load(args.model, args.device) if args.model else load_default(args.device)
+    cfg = PipelineConfig(keys=True, protect_every=1, skip_below=0, verify_distance=0)
     out = []
-    for dtype in ("fp32", "fp16"):
-        ctx = (torch.autocast("cuda", dtype=torch.float16) if dtype == "fp16" and args.device == "cuda"
-               else contextlib.nullcontext())
+    for name in args.backends.split(","):
+        backend, used = select(name, model, args.device)
+        if used != name:
+            continue
         for (w, h) in ((1280, 720), (1920, 1080)):
             for n in (1, 4, 8):
                 frame = frame_with_faces(w, h, n)
-                fp = FaceProtector(Protector(model, model.cfg.sampling_config(), args.device), lambda c: np.zeros((len(c), 128), np.float32),
-                                   PipelineConfig(keys=True))
-                with ctx:
-                    fp.process(0, frame)
-                    if args.device == "cuda":
-                        torch.cuda.synchronize()
-                    t = time.perf_counter()
-                    for i in range(1, args.frames + 1):
-                        fp.process(i, frame)
-                    if args.device == "cuda":
-                        torch.cuda.synchronize()
+                fp = FaceProtector(Protector(model, model.cfg.sampling_config(), args.device, backend=backend),
+                                   lambda c: np.tile(model.id_mean.cpu().numpy(), (len(c), 1)), cfg)
+                for i in range(2):  # warm-up (CUDA graphs are captured for this batch size)
+                    fp.process(i, frame)
+                fp.timings.ms.clear()
+                if args.device == "cuda":
+                    torch.cuda.synchronize()
+                t = time.perf_counter()
+                for i in range(2, args.frames + 2):
+                    fp.process(i, frame)
+                if args.device == "cuda":
+                    torch.cuda.synchronize()
                 fps = args.frames / (time.perf_counter() - t)
-                st = {k: float(np.median(v)) for k, v in fp.timings.ms.items()}
-                row = {"dtype": dtype, "size": f"{w}x{h}", "faces": n, "fps": fps, "stage_ms_p50": st}
+                st = {k: round(float(np.median(v)), 2) for k, v in fp.timings.ms.items()}
+                row = {"backend": name, "size": f"{w}x{h}", "faces": n, "faces_per_frame": fp.stats.faces / (args.frames + 2),
+                       "difp_share": round(fp.stats.protected / max(1, fp.stats.faces), 3),
+                       "fps": round(fps, 2), "stage_ms_p50": st}
                 out.append(row)
                 print(json.dumps(row))
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 
@@ -38,6 +37,8 @@ def pct(v) -> tuple[float, float]:
 
 
 def read_frames(clip: str | Path, limit: int | None = None) -> tuple[list[np.ndarray], float]:
+    import av
+
     with av.open(str(clip)) as c:
         s = c.streams.video[0]
         fps = float(s.average_rate or s.guessed_rate or 25)
@@ -147,6 +148,8 @@ def run_difp(frames: list, fps: float, model, backend: str = "auto", steps: int 
 
 
 def _encode_ms(outs: list, fps: float) -> float:
+    import av
+
     tmp = Path(tempfile.mkdtemp()) / "o.mp4"
     try:
         with av.open(str(tmp), "w") as o:
@@ -170,6 +173,8 @@ def deface_exe() -> str | None:
 
 
 def run_deface(clip: str | Path, frames: list, every: int = 5, faces: _Faces | None = None) -> tuple[dict, list] | None:
+    import av
+
     """deface (CenterFace + blur) on the same clip: whole-command fps, leaks, and how often a face is still found."""
     exe = deface_exe()
     if not exe:

@@ -34,7 +34,7 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     for f in ("vae_steps", "stage1_steps", "stage2_steps", "decoder_steps", "batch_vae", "batch_unet"):
         p.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(d, f), help=f"(default: {getattr(d, f)})")
-    for f in ("lr_vae", "lr_unet", "lr_decoder", "drop", "checkpoint_seconds", "encoder_anchor"):
+    for f in ("lr_vae", "lr_unet", "lr_decoder", "drop", "checkpoint_seconds", "encoder_anchor", "phase_minutes"):
         p.add_argument("--" + f.replace("_", "-"), type=float, default=getattr(d, f), help=f"(default: {getattr(d, f)})")
     return p
 
@@ -55,7 +55,8 @@ def cmd_train(argv: list[str]) -> int:
         eval_data = None
     tcfg = TrainConfig(**{k: getattr(args, k) for k in ("vae_steps", "stage1_steps", "stage2_steps", "decoder_steps",
                                                         "batch_vae", "batch_unet", "lr_vae", "lr_unet", "lr_decoder",
-                                                        "drop", "checkpoint_seconds", "encoder_anchor")})
+                                                        "drop", "checkpoint_seconds", "encoder_anchor",
+                                                        "phase_minutes")})
     trainer = Trainer(data, args.out, ModelConfig(resolution=args.resolution), tcfg, args.device, eval_data,
                       init_model=args.init, progress=not args.no_progress, from_phase=args.from_phase)
     trainer.run()

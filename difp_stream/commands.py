@@ -39,9 +39,9 @@ def _expected():
 
 def _model_args(p: argparse.ArgumentParser, more_backends: tuple = ()) -> None:
     p.add_argument("--model", default=None, help="model folder (default: the weights shipped in the package)")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnxruntime", "tensorrt", *more_backends],
-                   help="runtime for the U-Net and VAE (default: auto = TensorRT on a GPU where installed, "
-                        "ONNX Runtime on CPU, else PyTorch)")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "torch-cuda", "onnxruntime", "tensorrt", *more_backends],
+                   help="runtime for the U-Net and VAE (default: auto = on a GPU TensorRT where installed, else "
+                        "torch-cuda: PyTorch fp16 with CUDA graphs; on CPU ONNX Runtime, else PyTorch)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

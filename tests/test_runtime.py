@@ -46,3 +46,32 @@ def test_tensorrt_matches_pytorch(tiny_model, crops, id_codes, tmp_path):
     pt_p = Protector(model, device="cuda")
     assert _psnr(pt_p.protect(crops, seeds=4, id_codes=id_codes).crops,
                  trt_p.protect(crops, seeds=4, id_codes=id_codes).crops) >= 35
+
+
+def test_half_precision_backend_matches_fp32_without_a_gpu(tiny_model, crops, id_codes):
+    """The torch-cuda backend's code in its eager form (fp16 on CPU): dtype handling, scale, interface."""
+    import torch
+
+    from difp_stream.runtime.cuda_graphs import CudaGraphBackend
+
+    half = Protector(tiny_model, SamplingConfig(), device="cpu",
+                     backend=CudaGraphBackend(tiny_model, torch.float16, device="cpu", graphs=False))
+    full = Protector(tiny_model, SamplingConfig(), device="cpu")
+    a, b = full.protect(crops, seeds=4, id_codes=id_codes), half.protect(crops, seeds=4, id_codes=id_codes)
+    assert b.crops.shape == a.crops.shape and b.crops.dtype == np.uint8
+    assert _psnr(a.crops, b.crops) >= 25  # fp16 rounding, amplified by the guidance scale
+
+
+@pytest.mark.skipif(available()["torch-cuda"] is not None, reason="no CUDA GPU")
+def test_cuda_graphs_match_pytorch(tiny_model, crops, id_codes):
+    from difp_stream.runtime.cuda_graphs import CudaGraphBackend
+
+    model = tiny_model.to("cuda")
+    backend = CudaGraphBackend(model)
+    fast, ref = Protector(model, device="cuda", backend=backend), Protector(model, device="cuda")
+    a = ref.protect(crops, seeds=4, id_codes=id_codes)
+    for _ in range(2):  # the second call replays the captured graphs
+        b = fast.protect(crops, seeds=4, id_codes=id_codes)
+        assert _psnr(a.crops, b.crops) >= 35
+    assert {k[0] for k in backend._graphs} == {"unet", "vae_encoder", "vae_decoder"}
+    assert _psnr(ref.recover(a.keys), fast.recover(b.keys)) >= 35

@@ -3,6 +3,7 @@
 - ``torch``: the DIFPModel itself (CPU or CUDA).
 - ``onnxruntime``: the exported graphs on ONNX Runtime (CPU; CUDA / TensorRT execution providers when installed).
 - ``tensorrt``: engines built from the same ONNX files (see ``runtime/tensorrt.py``), GPU only.
+- ``torch-cuda``: PyTorch on a CUDA GPU in fp16 with CUDA graphs (see ``runtime/cuda_graphs.py``), GPU only.
 ``select(name, model)`` resolves ``auto`` and falls back with a one-line reason."""
 from __future__ import annotations
 
@@ -71,15 +72,16 @@ def available() -> dict[str, str | None]:
         out["tensorrt"] = None if torch.cuda.is_available() else "no CUDA GPU"
     except ImportError:
         out["tensorrt"] = "TensorRT is not installed"
+    out["torch-cuda"] = None if torch.cuda.is_available() else "no CUDA GPU"
     return out
 
 
 def select(name: str, model: DIFPModel, device: str = "cpu", log=None):
-    """The backend object for ``name`` (``auto``: TensorRT on a GPU where installed, else ONNX Runtime on CPU,
-    else PyTorch). Returns ``(backend or None for plain torch, name used)``."""
+    """The backend object for ``name`` (``auto``: on a GPU TensorRT where installed, else PyTorch fp16 with CUDA
+    graphs; on CPU ONNX Runtime, else PyTorch). Returns ``(backend or None for plain torch, name used)``."""
     log = log or (lambda m: print(m, file=sys.stderr))
     avail = available()
-    order = [name] if name != "auto" else (["tensorrt", "torch"] if device.startswith("cuda") else ["onnxruntime", "torch"])
+    order = [name] if name != "auto" else (["tensorrt", "torch-cuda", "torch"] if device.startswith("cuda") else ["onnxruntime", "torch"])
     for cand in order:
         why = avail.get(cand, f"unknown backend {cand}")
         if why is None:
@@ -92,6 +94,10 @@ def select(name: str, model: DIFPModel, device: str = "cpu", log=None):
                     from .tensorrt import TrtBackend
 
                     return TrtBackend(model), cand
+                if cand == "torch-cuda":
+                    from .cuda_graphs import CudaGraphBackend
+
+                    return CudaGraphBackend(model), cand
             except Exception as e:  # fall back, saying why in one line
                 why = f"{type(e).__name__}: {e}"
         log(f"backend {cand} unavailable ({why}); falling back")

@@ -45,6 +45,9 @@ class TrainConfig:
     kl_weight: float = 1e-6
     same_photo_identity: float = 0.5  # share of samples whose identity code comes from the same photo
     checkpoint_seconds: float = 300.0
+    # > 0: each phase ends within about this many minutes (a short GPU lease): after 20 steps the phase's step
+    # count is cut to what fits, so its learning-rate schedule still anneals; the cut is kept for a resume
+    phase_minutes: float = 0.0
     seed: int = 0
 
     @classmethod
@@ -186,6 +189,20 @@ class Trainer:
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}", **postfix)
 
+    def _fit_time(self, field: str, total: int, t0: float, s0: int, bar) -> int:
+        """``phase_minutes``: 20 steps into a phase, cut its step count (``field`` of the config) to fit the time."""
+        minutes = self.tcfg.phase_minutes
+        if minutes <= 0 or self.step - s0 != 20:
+            return total
+        spent = time.time() - t0
+        fit = self.step + int((minutes * 60 - spent) / (spent / 20))
+        if fit < total:
+            total = max(self.step + 1, fit)
+            setattr(self.tcfg, field, total)
+            bar.total = total
+            self.log(f"{field} cut to {total} to end within {minutes:g} min ({spent / 20 * 1000:.0f} ms/step)")
+        return total
+
     def _checkpoint(self, opt, phase: str, loss: torch.Tensor, last: float, total: int, evaluate: bool) -> float:
         """Every checkpoint_seconds and at the phase's end: a history line (with the VAE's eval PSNR) and a save."""
         if time.time() - last <= self.tcfg.checkpoint_seconds and self.step != total:
@@ -209,7 +226,9 @@ class Trainer:
         opt = self._optimizer(vae.parameters(), self.tcfg.lr_vae)
         last = time.time()
         bar = tqdm(total=total, initial=self.step, desc="VAE", disable=not self.progress, dynamic_ncols=True)
+        t0, s0 = time.time(), self.step
         while self.step < total:
+            total = self._fit_time("vae_steps", total, t0, s0, bar)
             for g in opt.param_groups:
                 g["lr"] = self._lr(self.tcfg.lr_vae, total)
             x = self._flip(_to_x(self.data.images[self._batch_idx(self.tcfg.batch_vae)], self.device))
@@ -251,7 +270,9 @@ class Trainer:
         last = time.time()
         bar = tqdm(total=total, initial=self.step, desc="decoder", disable=not self.progress, dynamic_ncols=True)
         b = self.tcfg.batch_vae
+        t0, s0 = time.time(), self.step
         while self.step < total:
+            total = self._fit_time("decoder_steps", total, t0, s0, bar)
             for g in opt.param_groups:
                 g["lr"] = self._lr(self.tcfg.lr_decoder, total)
             idx = self._batch_idx(b)
@@ -335,7 +356,9 @@ class Trainer:
         bar = tqdm(total=total, initial=self.step, desc=f"U-Net stage {stage}", disable=not self.progress,
                    dynamic_ncols=True)
         b = self.tcfg.batch_unet
+        t0, s0 = time.time(), self.step
         while self.step < total:
+            total = self._fit_time(f"stage{stage}_steps", total, t0, s0, bar)
             for g in opt.param_groups:
                 g["lr"] = self._lr(self.tcfg.lr_unet, total)
             idx = self._batch_idx(b)
