@@ -72,7 +72,22 @@ def main() -> None:
                 out.append(row)
                 print(json.dumps(row))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"gpu_fps_{args.device}.json").write_text(json.dumps({"machine": machine(), "rows": out}, indent=2))
+    res = {"machine": machine(), "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None, "rows": out}
+    (RESULTS / f"gpu_fps_{args.device}.json").write_text(json.dumps(res, indent=2))
+    (RESULTS / f"gpu_fps_{args.device}.md").write_text(markdown(res))
+
+
+def markdown(res: dict) -> str:
+    lines = [f"# End-to-end fps, every face protected on every frame ({res.get('gpu') or 'CPU'}; "
+             f"host {res['machine']})", "", "`python bench/gpu_fps.py` (part of `bench/gpu_check.sh`): synthetic frames "
+             "with 1/4/8 faces, keys on, no carry or skip, recognizer check off.", "",
+             "| backend | frame | faces | fps | detect ms | DIFP ms (all faces) | DIFP ms per face |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in res["rows"]:
+        st = r["stage_ms_p50"]
+        lines.append(f"| {r['backend']} | {r['size']} | {r['faces']} | {r['fps']:.1f} | {st.get('detect', 0):.1f} | "
+                     f"{st.get('difp', 0):.1f} | {st.get('difp', 0) / r['faces']:.1f} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
