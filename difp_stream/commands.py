@@ -119,6 +119,9 @@ def protect_parser() -> argparse.ArgumentParser:
     k.add_argument("--no-keys", action="store_true", help="irreversible: write no recovery keys")
     k.add_argument("--recovery", choices=["diffusion", "exact"], default="diffusion",
                    help="diffusion: the DIFP key (compact); exact: also the original face pixels, losslessly")
+    k.add_argument("--key-refine", type=int, default=0, metavar="N",
+                   help="fit each key's latent to the original face with N decoder-gradient steps: sharper diffusion "
+                        "recovery (+1.4 dB at 10) for ~50 ms per step per face at protect time (default: 0, off)")
     return p
 
 
@@ -145,7 +148,7 @@ def _protector(args, model, device, sampling=None):
     from .runtime import select
 
     backend, _ = select(args.backend, model, device)
-    return Protector(model, sampling, device, backend=backend)
+    return Protector(model, sampling, device, backend=backend, key_refine=getattr(args, "key_refine", 0))
 
 
 def _check_paths(src: Path, dst: Path, overwrite: bool) -> None:

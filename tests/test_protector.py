@@ -123,3 +123,15 @@ def test_carry_follows_motion_and_recovers(protector, tiny_model, crops, id_code
     # a carried key recovers the frame's own latent
     z = tiny_model.encode(to_tensor(moved, 32, "cpu"))
     assert (protector.recover_latents(r.keys) - z).abs().max() < 2e-2
+
+
+def test_refined_keys_recover_closer_to_the_original(tiny_model, crops, id_codes):
+    plain = Protector(tiny_model, SamplingConfig(), device="cpu")
+    refined = Protector(tiny_model, SamplingConfig(), device="cpu", key_refine=8)
+    a = plain.protect(crops, seeds=2, id_codes=id_codes)
+    b = refined.protect(crops, seeds=2, id_codes=id_codes)
+    assert np.array_equal(a.crops, b.crops)  # the protected face does not change, only what the key holds
+    err = lambda r: np.mean((r.astype(float) - crops.astype(float)) ** 2)  # noqa: E731
+    assert err(refined.recover(b.keys)) < 0.9 * err(plain.recover(a.keys))
+    carried = refined.carry(crops, b.latents, b.protected_latents, cutoff=4)
+    assert err(refined.recover(carried.keys)) < 0.9 * err(plain.recover(plain.carry(crops, a.latents, a.protected_latents, cutoff=4).keys))

@@ -94,3 +94,16 @@ def test_train_cli_reads_a_manifest_folder(tmp_path):
                  "--batch-unet", "4",
                  "--no-progress", "--cache", str(tmp_path / "cache")])
     assert code == 0 and (out / "model" / "config.json").is_file()
+
+
+def test_phase_minutes_cuts_a_phase_to_the_time_it_is_given(tmp_path):
+    """A short GPU lease: each phase is cut, 20 steps in, to what fits its minutes, and the cut survives a resume."""
+    torch.manual_seed(0)
+    cfg = TrainConfig(vae_steps=100_000, stage1_steps=0, stage2_steps=0, decoder_steps=0, batch_vae=4,
+                      checkpoint_seconds=1e9, phase_minutes=0.002)  # 0.12 s
+    logs = []
+    t = Trainer(_faces(8), tmp_path, tiny_config(), cfg, progress=False, log=logs.append)
+    t.run()
+    assert any("vae_steps cut to" in m for m in logs)
+    ck = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert 20 < ck["train_cfg"]["vae_steps"] < 100_000 and ck["phase"] == "done"

@@ -90,7 +90,8 @@ class Protector:
     TensorRT runner from ``difp_stream.runtime``; by default the model itself (PyTorch)."""
 
     def __init__(self, model: DIFPModel, sampling: SamplingConfig | None = None, device: str | None = None,
-                 identity_encoder: Callable[[np.ndarray], np.ndarray] | None = None, backend=None):
+                 identity_encoder: Callable[[np.ndarray], np.ndarray] | None = None, backend=None,
+                 key_refine: int = 0):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         self.net = backend or self.model
@@ -99,6 +100,7 @@ class Protector:
         self.identity_encoder = identity_encoder
         self.resolution = model.cfg.resolution
         self.timings = None  # optional: a callable stage name -> context manager (pipeline.Timings)
+        self.key_refine = key_refine  # > 0: keys hold a latent refined by this many decoder-gradient steps
 
     # ------------------------------------------------------------------ helpers
     def _t(self, stage: str):
@@ -119,6 +121,22 @@ class Protector:
         if torch.is_tensor(g):
             return torch.tensor([cutoff_size(float(v), size, s.realism_k) for v in g], device=g.device)
         return cutoff_size(g, size, s.realism_k)
+
+    def key_latents(self, z0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The clean latent a key restores: the encoder's ``z0``, or with ``key_refine`` > 0 a latent moved by that
+        many Adam steps on the decoder's squared error against the original crop ``x`` (the VAE encoder is what
+        limits recovery; the decoder can do ~1.4 dB better from a latent fitted to the face at 10 steps)."""
+        if self.key_refine <= 0:
+            return z0
+        dec = self.model.decode
+        z = z0.detach().clone().requires_grad_(True)
+        opt = torch.optim.Adam([z], lr=0.05)
+        with self._t("difp: key refine"), torch.enable_grad():
+            for _ in range(self.key_refine):
+                loss = (dec(z) - x).pow(2).sum()
+                (z.grad,) = torch.autograd.grad(loss, z)  # the decoder's weights get no gradient
+                opt.step()
+        return z.detach()
 
     # ------------------------------------------------------------------ API
     @torch.no_grad()
@@ -178,7 +196,7 @@ class Protector:
             out = to_uint8(self.net.decode(z_p))
         key_list = None
         if keys:
-            corr = z0 - z_r
+            corr = self.key_latents(z0, x) - z_r
             key_list = [FaceKey(_half(z_ts[i]), _half(corr[i]), _half(ids[i]), _half(sty_tok[i]), s.steps, s.strength)
                         for i in range(n)]
         return ProtectResult(out, key_list, sur.float().cpu().numpy(), z0, z_p)
@@ -197,7 +215,8 @@ class Protector:
         if keys:
             zero = np.zeros(z0.shape[1:], np.float16)
             c = self.model.cfg
-            key_list = [FaceKey(_half(z0[i]), zero, np.zeros(c.id_dim, np.float16),
+            zk = self.key_latents(z0, x)
+            key_list = [FaceKey(_half(zk[i]), zero, np.zeros(c.id_dim, np.float16),
                                 np.zeros((c.style_tokens, c.token_dim), np.float16), 0, 0.0) for i in range(len(z0))]
         return ProtectResult(to_uint8(self.net.decode(z_p)), key_list, None, z0, z_p)
 
