@@ -103,7 +103,7 @@ def main() -> None:
         "model": str(args.model or "default"),
         "resolution": res,
         "crops": int(len(crops)),
-        "sampling": {k: getattr(p.sampling, k) for k in ("steps", "strength", "s_id", "s_sty", "g_rea")},
+        "sampling": {k: getattr(p.sampling, k) for k in ("steps", "strength", "s_id", "s_sty", "g_rea", "surrogate_spread")},
         "protection_success_same_photo": float((d_same > 0.6).mean()),
         "protection_success_other_photos": float((others > 0.6).mean()) if len(others) else None,
         "other_photo_pairs": int(len(others)),
@@ -137,7 +137,7 @@ def main() -> None:
     cv2.imwrite(str(out / f"{args.name}_grid.png"), np.concatenate(rows, 0)[:, :, ::-1])
     goal = lambda v, g, hi=True: "✅" if v is not None and (v >= g if hi else v <= g) else "❌"  # noqa: E731
     sm = m["sampling"]
-    md = f"""# Model report ({m['model']}, {res}×{res}; steps {sm['steps']}, S_n {sm['strength']}, s_id {sm['s_id']}, s_sty {sm['s_sty']}, g_rea {sm['g_rea']})
+    md = f"""# Model report ({m['model']}, {res}×{res}; steps {sm['steps']}, S_n {sm['strength']}, s_id {sm['s_id']}, s_sty {sm['s_sty']}, g_rea {sm['g_rea']}, surrogate spread {sm['surrogate_spread']})
 
 Made by `python bench/model_report.py{' --model ' + args.model if args.model else ''} --limit {args.limit}{f' --key-refine {args.key_refine}' if args.key_refine else ''}` on
 {m['crops']} crops spread over the `eval` split of shared/data/faces (people never seen in training), on

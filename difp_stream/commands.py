@@ -75,6 +75,8 @@ def protect_parser() -> argparse.ArgumentParser:
     g.add_argument("--s-id", type=float, default=None, help=f"identity guidance scale (paper-style default: {s.s_id})")
     g.add_argument("--s-sty", type=float, default=None, help=f"style guidance scale (default: {s.s_sty})")
     g.add_argument("--g-rea", type=float, default=None, help=f"realism scale (paper: {s.g_rea})")
+    g.add_argument("--surrogate-spread", type=float, default=None,
+                   help="fake identities drawn with this multiple of the training identities' spread (model's)")
     g.add_argument("--adaptive-realism", action="store_true", help="g_rea per step from SSIM (paper Eq. 14)")
     f = p.add_argument_group("faces")
     f.add_argument("--threshold", type=float, default=c.threshold, help=f"detector score threshold (default: {c.threshold})")
@@ -200,7 +202,8 @@ def _pipeline_cfg(args, keys: bool):
 
 def _sampling(args, model):
     return model.cfg.sampling_config(steps=args.steps, strength=args.strength, s_id=args.s_id, s_sty=args.s_sty,
-                                     g_rea=args.g_rea, adaptive_realism=args.adaptive_realism or None)
+                                     g_rea=args.g_rea, adaptive_realism=args.adaptive_realism or None,
+                                     surrogate_spread=args.surrogate_spread)
 
 
 def cmd_protect(argv: list[str]) -> int:

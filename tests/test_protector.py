@@ -135,3 +135,16 @@ def test_refined_keys_recover_closer_to_the_original(tiny_model, crops, id_codes
     assert err(refined.recover(b.keys)) < 0.9 * err(plain.recover(a.keys))
     carried = refined.carry(crops, b.latents, b.protected_latents, cutoff=4)
     assert err(refined.recover(carried.keys)) < 0.9 * err(plain.recover(plain.carry(crops, a.latents, a.protected_latents, cutoff=4).keys))
+
+
+def test_surrogate_spread_scales_how_far_apart_fake_identities_are():
+    from difp_stream.difp.surrogate import sample_surrogates
+
+    orig = torch.zeros(4, 128)
+    mean, chol = torch.zeros(128), torch.eye(128) * 0.1
+    draw = lambda seeds, spread: sample_surrogates(orig, seeds, mean, chol, 0.0, spread=spread)  # noqa: E731
+    base = (draw([1, 2, 3, 4], 1.0) - draw([5, 6, 7, 8], 1.0)).norm(dim=1)
+    wide = (draw([1, 2, 3, 4], 1.5) - draw([5, 6, 7, 8], 1.5)).norm(dim=1)
+    assert torch.allclose(wide, 1.5 * base, rtol=1e-5)
+    with pytest.raises(ValueError, match="surrogate_spread"):
+        SamplingConfig(surrogate_spread=0)

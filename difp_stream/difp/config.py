@@ -72,6 +72,7 @@ class SamplingConfig:
     realism_k: float = -3.0  # the constant k of H = -g_rea (M - 1) + (M + k)
     adaptive_realism: bool = False  # paper Eq. 14: g_rea per step from SSIM(prediction, reference)
     min_surrogate_distance: float = 0.8  # surrogate identity must be at least this far (L2) from the original
+    surrogate_spread: float = 1.0  # surrogates drawn with this multiple of the training identities' spread
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -81,3 +82,5 @@ class SamplingConfig:
             raise ValueError(f"strength (S_n) must be in (0, 1], got {self.strength}")
         if not 0.0 <= self.g_rea <= 1.0:
             raise ValueError(f"g_rea must be in [0, 1], got {self.g_rea}")
+        if self.surrogate_spread <= 0:
+            raise ValueError(f"surrogate_spread must be > 0, got {self.surrogate_spread}")

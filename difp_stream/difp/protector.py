@@ -130,7 +130,7 @@ class Protector:
             return z0
         dec = self.model.decode
         z = z0.detach().clone().requires_grad_(True)
-        opt = torch.optim.Adam([z], lr=0.05)
+        opt = torch.optim.Adam([z], lr=0.03)  # measured: 0.03 beats 0.05 and 0.1 at 10 steps
         with self._t("difp: key refine"), torch.enable_grad():
             for _ in range(self.key_refine):
                 loss = (dec(z) - x).pow(2).sum()
@@ -151,7 +151,8 @@ class Protector:
         seeds = _seed_list(seeds, n)
         ids = self._id_codes(crops, id_codes)
         if surrogates is None:
-            sur = sample_surrogates(ids, seeds, m.id_mean, m.id_chol, s.min_surrogate_distance)
+            sur = sample_surrogates(ids, seeds, m.id_mean, m.id_chol, s.min_surrogate_distance,
+                                    spread=s.surrogate_spread)
         else:
             sur = torch.as_tensor(np.asarray(surrogates, dtype=np.float32), device=self.device)
             if sur.shape != ids.shape:
