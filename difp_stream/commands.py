@@ -121,9 +121,10 @@ def protect_parser() -> argparse.ArgumentParser:
     k.add_argument("--no-keys", action="store_true", help="irreversible: write no recovery keys")
     k.add_argument("--recovery", choices=["diffusion", "exact"], default="diffusion",
                    help="diffusion: the DIFP key (compact); exact: also the original face pixels, losslessly")
-    k.add_argument("--key-refine", type=int, default=0, metavar="N",
+    k.add_argument("--key-refine", type=int, default=None, metavar="N",
                    help="fit each key's latent to the original face with N decoder-gradient steps: sharper diffusion "
-                        "recovery (+1.4 dB at 10) for ~50 ms per step per face at protect time (default: 0, off)")
+                        "recovery (29.1 -> 30.8 dB at 12) for ~45 ms per step per face on a CPU (default: "
+                        f"{IMAGE_KEY_REFINE} for images and folders, 0 for video and live)")
     return p
 
 
@@ -145,12 +146,15 @@ def _load_model(args):
     return model, device
 
 
+IMAGE_KEY_REFINE = 12  # keys of still images are refined by default: a fraction of a second per face
+
+
 def _protector(args, model, device, sampling=None):
     from .difp import Protector
     from .runtime import select
 
     backend, _ = select(args.backend, model, device)
-    return Protector(model, sampling, device, backend=backend, key_refine=getattr(args, "key_refine", 0))
+    return Protector(model, sampling, device, backend=backend, key_refine=getattr(args, "key_refine", None) or 0)
 
 
 def _check_paths(src: Path, dst: Path, overwrite: bool) -> None:
@@ -243,6 +247,8 @@ def cmd_protect(argv: list[str]) -> int:
         from .pipeline import FaceProtector
 
         model, device = _load_model(args)
+        if args.key_refine is None:
+            args.key_refine = 0 if kind == "video" else IMAGE_KEY_REFINE
         protector, id_enc = _protector(args, model, device, _sampling(args, model)), DlibIdentityEncoder()
         keys = not args.no_keys
         recipient = _recipient(args, dst if kind != "folder" else dst / "images", created) if keys else None
