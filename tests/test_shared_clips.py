@@ -9,7 +9,10 @@ from difp_stream.cli import main
 from difp_stream.video.io import count_frames, probe
 from tests.conftest import VIDEOS
 
-CLIPS = sorted(VIDEOS.glob("*.mp4")) if VIDEOS.is_dir() else []
+CROWD = VIDEOS / "facenet_pytorch_video.mp4"
+# the crowd clip (2 minutes of test time here with the tiny model) has its own, stricter test below: the shipped
+# model, every 4th frame checked for leaks; its container handling is what the other clips check
+CLIPS = sorted(c for c in VIDEOS.glob("*.mp4") if c != CROWD) if VIDEOS.is_dir() else []
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +44,6 @@ def test_shared_clip(tmp_path, clip, model_dir):
     leaks, checked = faces_leaked(fa, fb, every=max(1, len(fa) // 12))
     assert checked > 0 and leaks == 0
 
-
-CROWD = VIDEOS / "facenet_pytorch_video.mp4"
 
 
 @pytest.mark.skipif(not CROWD.is_file(), reason="shared crowd clip not present")
