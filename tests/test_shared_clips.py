@@ -45,7 +45,6 @@ def test_shared_clip(tmp_path, clip, model_dir):
     assert checked > 0 and leaks == 0
 
 
-
 @pytest.mark.skipif(not CROWD.is_file(), reason="shared crowd clip not present")
 def test_crowd_with_the_shipped_model_leaks_no_face(tmp_path, capsys):
     """The hardest shared clip (a moving crowd, small and turning faces) with the shipped model, whose fake faces
