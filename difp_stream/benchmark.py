@@ -173,9 +173,9 @@ def deface_exe() -> str | None:
 
 
 def run_deface(clip: str | Path, frames: list, every: int = 5, faces: _Faces | None = None) -> tuple[dict, list] | None:
+    """deface (CenterFace + blur) on the same clip: whole-command fps, leaks, and how often a face is still found."""
     import av
 
-    """deface (CenterFace + blur) on the same clip: whole-command fps, leaks, and how often a face is still found."""
     exe = deface_exe()
     if not exe:
         return None

@@ -28,19 +28,8 @@ class CudaGraphBackend:
                  graphs: bool = True):
         self.device, self.dtype = torch.device(device), dtype
         self.use_graphs = graphs and self.device.type == "cuda"
-        net = copy.deepcopy(model).to(self.device, dtype).eval().requires_grad_(False)
-        self.unet, self.vae, self.scale = net.unet, net.vae, model.cfg.latent_scale
+        self.net = copy.deepcopy(model).to(self.device, dtype).eval().requires_grad_(False)
         self._graphs: dict[tuple, _Graph] = {}
-
-    # the three heavy parts, as functions of tensors only (capturable)
-    def _eps(self, z, t, ctx):
-        return self.unet(z, t, encoder_hidden_states=ctx).sample
-
-    def _encode(self, x):
-        return self.vae.encode(x).latent_dist.mean * self.scale
-
-    def _decode(self, z):
-        return self.vae.decode(z / self.scale).sample.clamp(-1, 1)
 
     def _run(self, name: str, fn, *inputs: torch.Tensor) -> torch.Tensor:
         inputs = tuple(i.to(self.device, self.dtype if i.is_floating_point() else i.dtype) for i in inputs)
@@ -79,12 +68,12 @@ class CudaGraphBackend:
     @torch.no_grad()
     def eps(self, z: torch.Tensor, t, ctx: torch.Tensor) -> torch.Tensor:
         tt = torch.full((z.shape[0],), int(t), dtype=torch.long, device=self.device)
-        return self._run("unet", self._eps, z, tt, ctx).to(z.device)
+        return self._run("unet", self.net.eps, z, tt, ctx).to(z.device)
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self._run("vae_encoder", self._encode, x).to(x.device)
+        return self._run("vae_encoder", self.net.encode, x).to(x.device)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self._run("vae_decoder", self._decode, z).to(z.device)
+        return self._run("vae_decoder", self.net.decode, z).to(z.device)
