@@ -1,9 +1,10 @@
 """Per-face protect latency of each runtime backend, and how closely each matches PyTorch.
 
-    python bench/backends.py [--model DIR] [--device cpu|cuda] [--threads N]
+    python bench/backends.py [--model default --model fast | --model DIR] [--device cpu|cuda] [--threads N]
 
-For every available backend: ms per face for batch 1 and 4 faces, with and without keys (inversion), at the default
-4 steps; PSNR of its protected crops against PyTorch's. Writes bench/results/backends.{json,md}."""
+For every model (default: every shipped one) and every available backend: ms per face for batch 1 and 4 faces, with
+and without keys (inversion), at the default 4 steps; PSNR of its protected crops against the same model on PyTorch.
+Writes bench/results/backends.{json,md}."""
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import RESULTS, SHARED, machine, psnr  # noqa: E402
-from difp_stream.difp import DIFPModel, Protector, SamplingConfig, load_default  # noqa: E402
+from difp_stream.difp import Protector, SamplingConfig, load_model  # noqa: E402
 from difp_stream.runtime.backends import available, select  # noqa: E402
 
 
@@ -57,7 +58,7 @@ def time_it(fn, reps: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=None)
+    ap.add_argument("--model", action="append", default=None, help="repeatable: 'default', 'fast' or a folder")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--reps", type=int, default=5)
@@ -65,26 +66,32 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = (DIFPModel.load(args.model, args.device) if args.model else load_default(args.device)).eval()
-    crops, desc = sample_crops(model.cfg.resolution)
-    rows, ref = [], None
-    for name, why in available().items():
-        if why is not None:
-            print(f"{name}: skipped ({why})", file=sys.stderr)
-            continue
-        backend, used = select(name, model, args.device)
-        if used != name:
-            continue
-        p = Protector(model, model.cfg.sampling_config(), args.device, backend=backend)
-        out = p.protect(crops, seeds=1, id_codes=desc, keys=False).crops
-        ref = out if name == "torch" else ref
-        r = {"backend": name, "psnr_vs_torch_db": None if name == "torch" else psnr(ref, out)}
-        for b in (1, 4):
-            for keys in (False, True):
-                ms = time_it(lambda: p.protect(crops[:b], seeds=1, id_codes=desc[:b], keys=keys), args.reps)
-                r[f"ms_per_face_b{b}_{'keys' if keys else 'nokeys'}"] = ms / b
-        rows.append(r)
-        print(r, file=sys.stderr)
+    from difp_stream.difp import SHIPPED, default_model_dir
+
+    names = args.model or [n for n in SHIPPED if (default_model_dir(n) / "config.json").is_file()]
+    rows = []
+    for model_name in names:
+        model = load_model(model_name, args.device).eval()
+        crops, desc = sample_crops(model.cfg.resolution)
+        ref = None
+        for name, why in available().items():
+            if why is not None:
+                print(f"{name}: skipped ({why})", file=sys.stderr)
+                continue
+            backend, used = select(name, model, args.device)
+            if used != name:
+                continue
+            p = Protector(model, model.cfg.sampling_config(), args.device, backend=backend)
+            out = p.protect(crops, seeds=1, id_codes=desc, keys=False).crops
+            ref = out if name == "torch" else ref
+            r = {"model": model_name, "backend": name,
+                 "psnr_vs_torch_db": None if name == "torch" else psnr(ref, out)}
+            for b in (1, 4):
+                for keys in (False, True):
+                    ms = time_it(lambda: p.protect(crops[:b], seeds=1, id_codes=desc[:b], keys=keys), args.reps)
+                    r[f"ms_per_face_b{b}_{'keys' if keys else 'nokeys'}"] = ms / b
+            rows.append(r)
+            print(r, file=sys.stderr)
     res = {"machine": machine(), "device": args.device, "torch_threads": torch.get_num_threads(),
            "steps": SamplingConfig().steps, "rows": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -93,15 +100,16 @@ def main() -> None:
     lines = [f"# Backends: per-face protect latency ({args.device}, {res['machine']}, torch threads "
              f"{res['torch_threads']}, {res['steps']} steps)", "",
              f"`python bench/backends.py {' '.join(sys.argv[1:])}`", "",
-             "| backend | 1 face, no keys | 1 face, keys | 4 faces, no keys (per face) | 4 faces, keys (per face) | PSNR vs torch |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             "| model | backend | 1 face, no keys | 1 face, keys | 4 faces, no keys (per face) | 4 faces, keys (per face) | PSNR vs torch |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         cells = []
         for k in ("ms_per_face_b1_nokeys", "ms_per_face_b1_keys", "ms_per_face_b4_nokeys", "ms_per_face_b4_keys"):
             cells.append(f"{r[k]:.0f} ms ({base[k] / r[k]:.2f}×)")
         ps = "—" if r["psnr_vs_torch_db"] is None else f"{r['psnr_vs_torch_db']:.1f} dB"
-        lines.append(f"| {r['backend']} | " + " | ".join(cells) + f" | {ps} |")
-    lines += ["", "(×: speed-up over PyTorch on the same machine and run.)"]
+        lines.append(f"| {r['model']} | {r['backend']} | " + " | ".join(cells) + f" | {ps} |")
+    lines += ["", f"(×: speed-up over the first row, {rows[0]['model']} model on {rows[0]['backend']}, same machine and run; "
+              "PSNR: protected crops against the same model on PyTorch.)"]
     (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import RESULTS, machine  # noqa: E402
-from difp_stream.difp import DIFPModel, Protector, load_default  # noqa: E402
+from difp_stream.difp import Protector, load_model  # noqa: E402
 from difp_stream.pipeline import FaceProtector, PipelineConfig  # noqa: E402
 from difp_stream.runtime.backends import select  # noqa: E402
 
@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=20)
     ap.add_argument("--backends", default="torch,torch-cuda")
     args, _ = ap.parse_known_args()
-    model = DIFPModel.load(args.model, args.device) if args.model else load_default(args.device)
+    model = load_model(args.model, args.device)
     cfg = PipelineConfig(keys=True, protect_every=1, skip_below=0, verify_distance=0)
     out = []
     for name in args.backends.split(","):

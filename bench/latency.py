@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import RESULTS  # noqa: E402
 from difp_stream import benchmark  # noqa: E402
-from difp_stream.difp import DIFPModel, load_default  # noqa: E402
+from difp_stream.difp import load_model  # noqa: E402
 from difp_stream.pipeline import PipelineConfig  # noqa: E402
 
 
@@ -48,7 +48,7 @@ def main() -> None:
     tmpdir = Path(tempfile.mkdtemp())
     try:
         clip = Path(args.clip) if args.clip else generated_clip(tmpdir / "clip.mp4", args.frames or 100)
-        model = DIFPModel.load(args.model) if args.model else load_default()
+        model = load_model(args.model)
         benchmark.run(clip, RESULTS, args.name, model, args.frames, args.deface, args.backend, args.steps,
                       args.protect_every, args.detect_every, not args.no_keys, args.leak_every,
                       command=f"python bench/latency.py {' '.join(sys.argv[1:])}",

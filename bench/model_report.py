@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import RESULTS, SHARED, machine, psnr, ssim  # noqa: E402
-from difp_stream.difp import DIFPModel, Protector, load_default  # noqa: E402
+from difp_stream.difp import Protector, load_model  # noqa: E402
 from difp_stream.difp.identity import TEMPLATE_BOX, DlibIdentityEncoder  # noqa: E402
 from difp_stream.faces.detect import Detector  # noqa: E402
 from difp_stream.pipeline import Timings  # noqa: E402
@@ -47,18 +47,19 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--name", default="model")
     ap.add_argument("--key-refine", type=int, default=0, help="keys fitted with N decoder steps (CLI --key-refine)")
+    ap.add_argument("--surrogate-spread", type=float, default=None, help="CLI --surrogate-spread (default: the model's)")
     args = ap.parse_args()
     if not Path(args.data, "manifest.tsv").is_file():
         sys.exit(f"no eval data at {args.data}")
     t0 = time.time()
-    model = DIFPModel.load(args.model) if args.model else load_default()
+    model = load_model(args.model)
     res = model.cfg.resolution
     full = load_faces(args.data, "eval", 128)
     pick = np.linspace(0, len(full.images) - 1, min(args.limit, len(full.images))).round().astype(int)
     crops128 = full.images[pick]
     crops = np.stack([cv2.resize(c, (res, res), interpolation=cv2.INTER_AREA) for c in crops128])
     desc = full.descriptors[pick]
-    p = Protector(model, model.cfg.sampling_config(steps=args.steps), device="cpu", key_refine=args.key_refine)
+    p = Protector(model, model.cfg.sampling_config(steps=args.steps, surrogate_spread=args.surrogate_spread), device="cpu", key_refine=args.key_refine)
     p.timings = Timings()
     # main figures: dlib as the shared descriptors were made (template box); second view: dlib's detector box, the
     # more faithful recognizer the pipeline uses (difp/identity.py)
@@ -139,7 +140,7 @@ def main() -> None:
     sm = m["sampling"]
     md = f"""# Model report ({m['model']}, {res}×{res}; steps {sm['steps']}, S_n {sm['strength']}, s_id {sm['s_id']}, s_sty {sm['s_sty']}, g_rea {sm['g_rea']}, surrogate spread {sm['surrogate_spread']})
 
-Made by `python bench/model_report.py{' --model ' + args.model if args.model else ''} --limit {args.limit}{f' --key-refine {args.key_refine}' if args.key_refine else ''}` on
+Made by `python bench/model_report.py{' --model ' + args.model if args.model else ''} --limit {args.limit}{f' --key-refine {args.key_refine}' if args.key_refine else ''}{f' --surrogate-spread {args.surrogate_spread}' if args.surrogate_spread else ''}` on
 {m['crops']} crops spread over the `eval` split of shared/data/faces (people never seen in training), on
 {m['machine']}, in {m['seconds']} s. Identity: dlib ResNet descriptor, match = L2 < 0.6, computed like the
 shared descriptors (the template's 112×112 box); the last row uses dlib's detector box (`difp/identity.py`).

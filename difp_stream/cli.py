@@ -64,8 +64,51 @@ def cmd_train(argv: list[str]) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"train": cmd_train, "keygen": cmd_keygen, "recover": cmd_recover, "keys": cmd_keys, "export": cmd_export,
-            "bench": cmd_bench}
+def cmd_distill(argv: list[str]) -> int:
+    from .train.distill import DistillConfig
+
+    d = DistillConfig()
+    p = argparse.ArgumentParser(prog="difp-stream distill",
+                                description="Distil a fast model from a trained one: a smaller U-Net that gives the "
+                                            "guided eps in one call, and a small decoder for the protected faces. "
+                                            "Resumable.")
+    p.add_argument("data", help="folder with manifest.tsv, the crops and dlib_descriptors.npy")
+    p.add_argument("--out", required=True, help="run folder: records/, distill.pt and model/ (fp16 weights)")
+    p.add_argument("--teacher", default=None, help="'default' or a model folder (default: the shipped default)")
+    p.add_argument("--split", default="train")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N crops (smoke tests)")
+    p.add_argument("--cache", default=str(Path.home() / ".cache" / "difp-stream"), help="where resized crops are cached")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--backend", choices=["onnxruntime", "torch"], default="onnxruntime",
+                   help="runs the teacher while recording (default: onnxruntime)")
+    for f in ("crops", "unet_steps", "decoder_steps", "batch"):
+        p.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(d, f), help=f"(default: {getattr(d, f)})")
+    for f in ("lr", "checkpoint_seconds"):
+        p.add_argument("--" + f.replace("_", "-"), type=float, default=getattr(d, f), help=f"(default: {getattr(d, f)})")
+    args = p.parse_args(argv)
+    import torch
+
+    from .difp import load_model
+    from .runtime import select
+    from .train import load_faces
+    from .train.distill import Distiller
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    teacher = load_model(args.teacher)
+    if teacher.cfg.distilled:
+        raise SystemExit("the teacher must be a full model, not a distilled one")
+    data = load_faces(args.data, args.split, teacher.cfg.resolution, args.cache, args.limit)
+    backend, _ = select(args.backend, teacher)
+    dcfg = DistillConfig(crops=min(args.crops, len(data.images)), unet_steps=args.unet_steps,
+                         decoder_steps=args.decoder_steps, batch=args.batch, lr=args.lr,
+                         checkpoint_seconds=args.checkpoint_seconds)
+    Distiller(teacher, data, args.out, dcfg, backend).run()
+    return EXIT_OK
+
+
+COMMANDS = {"train": cmd_train, "distill": cmd_distill, "keygen": cmd_keygen, "recover": cmd_recover, "keys": cmd_keys,
+            "export": cmd_export, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

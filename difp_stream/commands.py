@@ -38,7 +38,8 @@ def _expected():
 
 
 def _model_args(p: argparse.ArgumentParser, more_backends: tuple = ()) -> None:
-    p.add_argument("--model", default=None, help="model folder (default: the weights shipped in the package)")
+    p.add_argument("--model", default=None,
+                   help="model: 'default' (shipped), 'fast' (shipped, distilled: ~3x faster on CPU) or a folder")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "torch-cuda", "onnxruntime", "tensorrt", *more_backends],
                    help="runtime for the U-Net and VAE (default: auto = on a GPU TensorRT where installed, else "
                         "torch-cuda: PyTorch fp16 with CUDA graphs; on CPU ONNX Runtime, else PyTorch)")
@@ -62,7 +63,7 @@ def protect_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="difp-stream",
         description="Replace every face in a video, image or folder of images with a generated face of nobody.",
-        epilog="Other commands: train, keygen, recover, keys, export, bench (run `difp-stream COMMAND -h`). " + EXIT_CODES)
+        epilog="Other commands: train, distill, keygen, recover, keys, export, bench (run `difp-stream COMMAND -h`). " + EXIT_CODES)
     p.add_argument("input", help="video file, image, folder of images, or a stream URL (rtsp://, rtsps://, ...)")
     p.add_argument("output", nargs="+", help="output video / image / folder (same file names); for a live stream one "
                                              "or more of: an rtsp:// URL to publish to, a file, a segment pattern")
@@ -137,13 +138,12 @@ def _kind(path: Path) -> str:
 def _load_model(args):
     import torch
 
-    from .difp import DIFPModel, load_default
+    from .difp import load_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = DIFPModel.load(args.model, device) if args.model else load_default(device)
-    return model, device
+    return load_model(args.model, device), device
 
 
 IMAGE_KEY_REFINE = 12  # keys of still images are refined by default: a fraction of a second per face
@@ -151,8 +151,14 @@ IMAGE_KEY_REFINE = 12  # keys of still images are refined by default: a fraction
 
 def _protector(args, model, device, sampling=None):
     from .difp import Protector
+    from .difp.protector import check_sampling
     from .runtime import select
 
+    try:  # settings the model cannot serve (e.g. another --s-id for a distilled model) are a usage error
+        check_sampling(model.cfg, sampling or model.cfg.sampling_config())
+    except ValueError as e:
+        _err(str(e))
+        raise SystemExit(EXIT_USAGE) from None
     backend, _ = select(args.backend, model, device)
     return Protector(model, sampling, device, backend=backend, key_refine=getattr(args, "key_refine", None) or 0)
 
@@ -516,10 +522,18 @@ def cmd_recover(argv: list[str]) -> int:
         from .pipeline import FaceRecoverer
 
         model, device = _load_model(args)
-        fp = model.fingerprint()
-        if reader.header.get("model") and reader.header["model"] != fp:
-            raise KeyError_(f"the key file was made with model {reader.header['model']}, not {fp} "
-                            "(pass that model with --model)")
+        fp, want = model.fingerprint(), reader.header.get("model")
+        if want and want != fp and args.model is None:  # made with another shipped model (e.g. --model fast)?
+            from .difp import SHIPPED, default_model_dir, load_model
+
+            for name in SHIPPED[1:]:
+                if (default_model_dir(name) / "config.json").is_file():
+                    other = load_model(name, device)
+                    if other.fingerprint() == want:
+                        model, fp = other, want
+                        break
+        if want and want != fp:
+            raise KeyError_(f"the key file was made with model {want}, not {fp} (pass that model with --model)")
         rec = FaceRecoverer(_protector(args, model, device), records)
         if kind == "video":
             # 4:4:4 so that restored faces are not blurred again by chroma subsampling; exact records: lossless
@@ -587,15 +601,15 @@ def cmd_export(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="difp-stream export",
                                 description="Export the model to ONNX (dynamic batch, checked against PyTorch) and, "
                                             "with --tensorrt, build TensorRT engines from it.")
-    p.add_argument("--model", default=None, help="model folder (default: the shipped weights)")
+    p.add_argument("--model", default=None, help="'default', 'fast' or a model folder (default: the shipped default)")
     p.add_argument("--out", default=None, help="ONNX folder (default: ~/.cache/difp-stream/onnx/FINGERPRINT)")
     p.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines into engines/ (GPU only)")
     args = p.parse_args(argv)
-    from .difp import DIFPModel, load_default
+    from .difp import load_model
     from .runtime.backends import CACHE
     from .runtime.onnx_export import export
 
-    model = DIFPModel.load(args.model) if args.model else load_default()
+    model = load_model(args.model)
     out = Path(args.out) if args.out else CACHE / "onnx" / model.fingerprint()
     export(model, out)
     if args.tensorrt:

@@ -32,6 +32,12 @@ class ModelConfig:
     beta_start: float = 0.00085
     beta_end: float = 0.012
     beta_schedule: str = "scaled_linear"
+    # a distilled ("fast") model: its U-Net gives the dual-guided eps in one call, for the sampling it was distilled
+    # with (keys: steps, strength, s_id, s_sty); an extra mode token in the context selects guided or conditional eps
+    distilled: dict = field(default_factory=dict)
+    # > 0 channels: a small conv decoder (diffusers' AutoencoderTiny blocks) renders the protected faces; keys are
+    # still decoded by the VAE's own decoder
+    fast_decoder_channels: tuple[int, ...] = ()
     # sampling settings measured best for these weights (override SamplingConfig's paper defaults; CLI options win)
     sampling: dict = field(default_factory=dict)
 
@@ -43,11 +49,19 @@ class ModelConfig:
         return SamplingConfig(**kw)
 
     @property
+    def context_tokens(self) -> int:
+        return self.id_tokens + self.style_tokens + (1 if self.distilled else 0)
+
+    @property
     def latent_size(self) -> int:
         return self.resolution // 2 ** (len(self.vae_channels) - 1)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        d = asdict(self)
+        for k in ("distilled", "fast_decoder_channels"):  # optional parts: absent when unused (same fingerprints)
+            if not d[k]:
+                del d[k]
+        return json.dumps(d, indent=2)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":

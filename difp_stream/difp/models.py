@@ -7,6 +7,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers.models.autoencoders.vae import AutoencoderTinyBlock
 
 from .config import ModelConfig
 
@@ -85,6 +86,28 @@ class StyleEncoder(nn.Module):
         return self.head(self.conv(t).flatten(1)).view(x.shape[0], self.tokens, self.dim)
 
 
+class FastDecoder(nn.Module):
+    """A small conv-only decoder for the protected faces of a fast model (TAESD-style, diffusers'
+    ``AutoencoderTinyBlock``): latent -> ``channels[0]`` at the latent size, one block per level, 2x nearest
+    upsampling between levels. About a quarter of the VAE decoder's FLOPs at (64, 48, 32)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        ch = tuple(cfg.fast_decoder_channels)
+        if len(ch) != len(cfg.vae_channels):
+            raise ValueError("fast_decoder_channels needs one entry per VAE level")
+        layers: list[nn.Module] = [nn.Conv2d(cfg.latent_channels, ch[0], 3, padding=1), nn.ReLU()]
+        for i, c in enumerate(ch):
+            if i:
+                layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
+            layers.append(AutoencoderTinyBlock(ch[i - 1] if i else c, c, "relu"))
+        layers.append(nn.Conv2d(ch[-1], 3, 3, padding=1))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.layers(torch.tanh(z / 3) * 3)
+
+
 class DIFPModel(nn.Module):
     """All trained parts plus the statistics the method needs (embedding normalisation, surrogate distribution)."""
 
@@ -97,6 +120,9 @@ class DIFPModel(nn.Module):
         self.style_enc = StyleEncoder(cfg)
         self.null_id = nn.Parameter(torch.randn(1, cfg.id_tokens, cfg.token_dim) * 0.02)
         self.null_sty = nn.Parameter(torch.randn(1, cfg.style_tokens, cfg.token_dim) * 0.02)
+        if cfg.distilled:  # [conditional, guided]
+            self.mode_tokens = nn.Parameter(torch.randn(2, 1, cfg.token_dim) * 0.02)
+        self.fast_dec = FastDecoder(cfg) if cfg.fast_decoder_channels else None
         # identity-embedding statistics of the training set: standardisation and the surrogate distribution
         self.register_buffer("id_mean", torch.zeros(cfg.id_dim))
         self.register_buffer("id_std", torch.ones(cfg.id_dim))
@@ -110,11 +136,18 @@ class DIFPModel(nn.Module):
     def style_tokens(self, x: torch.Tensor) -> torch.Tensor:
         return self.style_enc(x)
 
-    def context(self, id_tok: torch.Tensor | None, sty_tok: torch.Tensor | None, n: int) -> torch.Tensor:
-        """Cross-attention context [n, id_tokens + style_tokens, D]; ``None`` stands for the null token."""
+    def context(self, id_tok: torch.Tensor | None, sty_tok: torch.Tensor | None, n: int,
+                guided: bool = False) -> torch.Tensor:
+        """Cross-attention context [n, context_tokens, D]; ``None`` stands for the null token. A distilled model
+        gets a last token: ``guided`` asks for the dual-guided eps of these conditions, else the conditional one."""
         i = self.null_id.expand(n, -1, -1) if id_tok is None else id_tok
         s = self.null_sty.expand(n, -1, -1) if sty_tok is None else sty_tok
-        return torch.cat([i, s], dim=1)
+        parts = [i, s]
+        if self.cfg.distilled:
+            parts.append(self.mode_tokens[int(guided)].expand(n, -1, -1))
+        elif guided:
+            raise ValueError("only a distilled model gives the guided eps in one call")
+        return torch.cat(parts, dim=1)
 
     # ---- latent space
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -122,6 +155,12 @@ class DIFPModel(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.vae.decode(z / self.cfg.latent_scale).sample.clamp(-1, 1)
+
+    def decode_protected(self, z: torch.Tensor) -> torch.Tensor:
+        """Render protected latents: the fast decoder where the model has one, else the VAE decoder."""
+        if self.fast_dec is None:
+            return self.decode(z)
+        return self.fast_dec(z / self.cfg.latent_scale).clamp(-1, 1)
 
     def eps(self, z: torch.Tensor, t: torch.Tensor | int, ctx: torch.Tensor) -> torch.Tensor:
         if not torch.is_tensor(t):
@@ -166,18 +205,28 @@ class DIFPModel(nn.Module):
         return bool(self.trained.item())
 
 
-def default_model_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "weights" / "default"
+SHIPPED = ("default", "fast")  # model names resolved to package data (weights/NAME)
 
 
-def load_default(device: str | torch.device = "cpu") -> DIFPModel:
-    d = default_model_dir()
+def default_model_dir(name: str = "default") -> Path:
+    return Path(__file__).resolve().parent.parent / "weights" / name
+
+
+def load_default(device: str | torch.device = "cpu", name: str = "default") -> DIFPModel:
+    d = default_model_dir(name)
     if not (d / CONFIG_FILE).is_file():
         raise FileNotFoundError(
-            f"the default DIFP weights are not installed ({d}); train a model with `difp-stream train` "
+            f"the shipped DIFP weights {name!r} are not installed ({d}); train a model with `difp-stream train` "
             "and pass it with --model DIR"
         )
     return DIFPModel.load(d, device)
+
+
+def load_model(name_or_dir: str | Path | None = None, device: str | torch.device = "cpu") -> DIFPModel:
+    """``None`` or ``"default"``: the shipped model; ``"fast"``: the shipped distilled one; else a model folder."""
+    if name_or_dir is None or str(name_or_dir) in SHIPPED and not Path(name_or_dir).is_dir():
+        return load_default(device, str(name_or_dir or "default"))
+    return DIFPModel.load(name_or_dir, device)
 
 
 def param_count(m: nn.Module) -> int:

@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .config import SamplingConfig
+from .config import ModelConfig, SamplingConfig
 from .guidance import dual_guidance
 from .models import DIFPModel
 from .realism import adaptive_g, cutoff_size, global_ssim, lowpass, realism_step
@@ -81,6 +81,15 @@ def _noise(seeds: list[int], shape: tuple, device, salt: int) -> torch.Tensor:
     return torch.stack(out).to(device)
 
 
+def check_sampling(cfg: ModelConfig, s: SamplingConfig) -> None:
+    """A distilled model learned one schedule and one pair of guidance scales: refuse others (ValueError)."""
+    d = cfg.distilled
+    asked = {"steps": s.steps, "strength": s.strength, "s_id": s.s_id, "s_sty": s.s_sty}
+    wrong = [f"{k} {asked[k]:g} (distilled for {d[k]:g})" for k in d if k in asked and abs(asked[k] - d[k]) > 1e-6]
+    if wrong:
+        raise ValueError("this fast model was distilled for fixed sampling settings; cannot use " + ", ".join(wrong))
+
+
 class Protector:
     """Protect and recover aligned crops with a DIFP model.
 
@@ -95,12 +104,14 @@ class Protector:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         self.net = backend or self.model
-        self.sampling = sampling or SamplingConfig()
+        self.sampling = sampling or model.cfg.sampling_config()  # the model's recommended values
         self.ddim = FewStepDDIM(make_scheduler(model.cfg))
         self.identity_encoder = identity_encoder
         self.resolution = model.cfg.resolution
         self.timings = None  # optional: a callable stage name -> context manager (pipeline.Timings)
         self.key_refine = key_refine  # > 0: keys hold a latent refined by this many decoder-gradient steps
+        self.distilled = bool(model.cfg.distilled)
+        check_sampling(model.cfg, self.sampling)
 
     # ------------------------------------------------------------------ helpers
     def _t(self, stage: str):
@@ -173,8 +184,13 @@ class Protector:
                 z = self.ddim.step(z, self.net.eps(z, t, ctx_full), t, t_up)
         z_ts = z
 
-        # one U-Net call per step: [uncond | surrogate id | style] (+ [full conditions] to check recovery)
-        ctx = [m.context(None, None, n), m.context(sur_tok, None, n), m.context(None, sty_tok, n)]
+        # one U-Net call per step: [uncond | surrogate id | style] (+ [full conditions] to check recovery); a
+        # distilled model answers the guided question in one branch: [surrogate id + style, guided]
+        if self.distilled:
+            ctx = [m.context(sur_tok, sty_tok, n, guided=True)]
+        else:
+            ctx = [m.context(None, None, n), m.context(sur_tok, None, n), m.context(None, sty_tok, n)]
+        branches = len(ctx)
         if keys:
             ctx.append(ctx_full)
         ctx = torch.cat(ctx)
@@ -183,18 +199,18 @@ class Protector:
         z_p, z_r = z_ts, z_ts
         with self._t("difp: guided denoising"):
             for t, t_next in zip(ts[:-1], ts[1:]):
-                zin = torch.cat([z_p] * 3 + ([z_r] if keys else []))
-                e = self.net.eps(zin, t, ctx).chunk(4 if keys else 3)
-                eps = dual_guidance(e[0], e[1], e[2], s.s_id, s.s_sty)
+                zin = torch.cat([z_p] * branches + ([z_r] if keys else []))
+                e = self.net.eps(zin, t, ctx).chunk(branches + int(keys))
+                eps = e[0] if self.distilled else dual_guidance(e[0], e[1], e[2], s.s_id, s.s_sty)
                 ref = self.ddim.add_noise(z0, ref_noise, t_next) if t_next > 0 else z0
                 h = h_fixed
                 if s.adaptive_realism:
                     h = self._h(size, adaptive_g(global_ssim(self.ddim.predict_x0(z_p, eps, t), z0)))
                 z_p = realism_step(self.ddim.step(z_p, eps, t, t_next), ref, h)
                 if keys:
-                    z_r = self.ddim.step(z_r, e[3], t, t_next)
+                    z_r = self.ddim.step(z_r, e[-1], t, t_next)
         with self._t("difp: vae decode"):
-            out = to_uint8(self.net.decode(z_p))
+            out = to_uint8(self.net.decode_protected(z_p))
         key_list = None
         if keys:
             corr = self.key_latents(z0, x) - z_r
@@ -219,7 +235,7 @@ class Protector:
             zk = self.key_latents(z0, x)
             key_list = [FaceKey(_half(zk[i]), zero, np.zeros(c.id_dim, np.float16),
                                 np.zeros((c.style_tokens, c.token_dim), np.float16), 0, 0.0) for i in range(len(z0))]
-        return ProtectResult(to_uint8(self.net.decode(z_p)), key_list, None, z0, z_p)
+        return ProtectResult(to_uint8(self.net.decode_protected(z_p)), key_list, None, z0, z_p)
 
     @torch.no_grad()
     def recover_latents(self, keys: Sequence[FaceKey]) -> torch.Tensor:

@@ -37,8 +37,8 @@ class OrtBackend:
             opts.intra_op_num_threads = threads
         avail = ort.get_available_providers()
         self.providers = [p for p in (providers or ["CUDAExecutionProvider", "CPUExecutionProvider"]) if p in avail]
-        self.sess = {n: ort.InferenceSession(str(d / f"{n}.onnx"), opts, providers=self.providers)
-                     for n in ("unet", "vae_encoder", "vae_decoder")}
+        names = ["unet", "vae_encoder", "vae_decoder"] + (["fast_decoder"] if model.fast_dec is not None else [])
+        self.sess = {n: ort.InferenceSession(str(d / f"{n}.onnx"), opts, providers=self.providers) for n in names}
         self.onnx_dir = d
 
     @staticmethod
@@ -55,6 +55,10 @@ class OrtBackend:
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.sess["vae_decoder"].run(None, {"z": self._np(z)})[0]).to(z.device)
+
+    def decode_protected(self, z: torch.Tensor) -> torch.Tensor:
+        name = "fast_decoder" if "fast_decoder" in self.sess else "vae_decoder"
+        return torch.from_numpy(self.sess[name].run(None, {"z": self._np(z)})[0]).to(z.device)
 
 
 def available() -> dict[str, str | None]:

@@ -77,3 +77,7 @@ class CudaGraphBackend:
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self._run("vae_decoder", self.net.decode, z).to(z.device)
+
+    @torch.no_grad()
+    def decode_protected(self, z: torch.Tensor) -> torch.Tensor:
+        return self._run("fast_decoder", self.net.decode_protected, z).to(z.device)

@@ -29,10 +29,10 @@ class _Graph(nn.Module):
 def graphs(m: DIFPModel) -> dict[str, tuple[nn.Module, dict[str, torch.Tensor], list[str]]]:
     c = m.cfg
     b = 2  # example batch; the batch axis is dynamic
-    n_tok = c.id_tokens + c.style_tokens
+    n_tok = c.context_tokens
     lat = (b, c.latent_channels, c.latent_size, c.latent_size)
     img = (b, 3, c.resolution, c.resolution)
-    return {
+    out = {
         "unet": (_Graph(m, lambda m, z, t, ctx: m.unet(z, t, encoder_hidden_states=ctx).sample), {"z": torch.randn(lat), "t": torch.tensor([500, 500]), "ctx": torch.randn(b, n_tok, c.token_dim)},
                  ["eps"]),
         "vae_encoder": (_Graph(m, DIFPModel.encode), {"x": torch.rand(img) * 2 - 1}, ["z"]),
@@ -40,6 +40,9 @@ def graphs(m: DIFPModel) -> dict[str, tuple[nn.Module, dict[str, torch.Tensor], 
         "style_encoder": (_Graph(m, DIFPModel.style_tokens), {"x": torch.rand(img) * 2 - 1}, ["tokens"]),
         "identity_projector": (_Graph(m, DIFPModel.id_tokens), {"e": torch.randn(b, c.id_dim) * 0.1}, ["tokens"]),
     }
+    if m.fast_dec is not None:
+        out["fast_decoder"] = (_Graph(m, DIFPModel.decode_protected), {"z": torch.randn(lat)}, ["x"])
+    return out
 
 
 def export(model: DIFPModel, out_dir: str | Path, verify: bool = True, log=print) -> dict:

@@ -95,12 +95,14 @@ class TrtBackend:
         c = model.cfg
         lat = (c.latent_channels, c.latent_size, c.latent_size)
         img = (3, c.resolution, c.resolution)
-        n_tok = c.id_tokens + c.style_tokens
+        n_tok = c.context_tokens
         specs = {
             "unet": {"z": lat, "t": (), "ctx": (n_tok, c.token_dim)},
             "vae_encoder": {"x": img},
             "vae_decoder": {"z": lat},
         }
+        if model.fast_dec is not None:
+            specs["fast_decoder"] = {"z": lat}
         self.run = {}
         for name, inputs in specs.items():
             plan = engine_path(name, fp, root)
@@ -118,3 +120,7 @@ class TrtBackend:
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.run["vae_decoder"](z=z.float().cuda()).to(z.device)
+
+    def decode_protected(self, z: torch.Tensor) -> torch.Tensor:
+        name = "fast_decoder" if "fast_decoder" in self.run else "vae_decoder"
+        return self.run[name](z=z.float().cuda()).to(z.device)
