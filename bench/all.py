@@ -1,11 +1,12 @@
-"""Every figure in README, from a fresh install, in one command (about 15 minutes on the 2-core CPU here):
+"""Every figure in README, from a fresh install, in one command (about 22 minutes on the 2-core CPU here):
 
     pip install -e ".[bench]" && python bench/all.py
 
-1. the model report on the shared eval split (bench/model_report.py --limit 200: model.md/json, model_grid.png);
+1. the model report on the shared eval split (bench/model_report.py --limit 200: model.md/json, model_grid.png), and
+   the same for the distilled fast model (model_fast.md/json, model_fast_grid.png);
 2. latency, privacy and deface side by side on a generated 640x480 clip and on a shared clip (bench/latency.py:
-   latency*.md/json, *_strip.png, *_stages.png);
-3. per-face latency of each runtime backend (bench/backends.py: backends.md/json);
+   latency*.md/json, *_strip.png, *_stages.png; latency_fast: the same with --model fast);
+3. per-face latency of each shipped model on each runtime backend (bench/backends.py: backends.md/json);
 4. live RTSP latency (bench/rtsp_latency.py: rtsp.md/json; needs the GStreamer RTSP server);
 5. recovery round trips on clips, diffusion and exact mode (bench/recovery.py: recovery.md/json);
 6. dlib's recognizer with either face box on the eval split (bench/recognizer.py: recognizer.md/json).
@@ -23,7 +24,10 @@ CLIP = SHARED / "videos" / "liveportrait_d12.mp4"
 
 STEPS = [
     ("model report", ["bench/model_report.py", "--limit", "200", "--key-refine", "12"], SHARED / "faces" / "manifest.tsv"),
+    ("model report, fast model", ["bench/model_report.py", "--model", "fast", "--limit", "200", "--name", "model_fast"],
+     SHARED / "faces" / "manifest.tsv"),
     ("latency, generated clip", ["bench/latency.py", "--deface", "--backend", "all"], None),
+    ("latency, generated clip, fast model", ["bench/latency.py", "--model", "fast", "--name", "latency_fast"], None),
     ("latency, shared clip", ["bench/latency.py", "--clip", str(CLIP), "--deface", "--name",
                               "latency_liveportrait_d12"], CLIP),
     ("backends", ["bench/backends.py"], None),

@@ -208,6 +208,7 @@ class Distiller:
         self.student.trained.fill_(1)
         self._save("done", 0, None)
         self.student.eval().save(self.out / "model")
+        (self.out / "distill.json").write_text(json.dumps(asdict(d), indent=2))
         self.log(f"fast model written to {self.out / 'model'}")
         return self.student
 
@@ -259,6 +260,3 @@ class Distiller:
         self._save("decoder" if phase == "unet" else "done", 0, None)
         m.eval()
 
-
-def write_config_note(out_dir: Path, dcfg: DistillConfig, seconds: float) -> None:
-    (out_dir / "distill.json").write_text(json.dumps({"config": asdict(dcfg), "seconds": round(seconds)}, indent=2))
