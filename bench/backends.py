@@ -2,7 +2,7 @@
 
     python bench/backends.py [--model default --model fast | --model DIR] [--device cpu|cuda] [--threads N]
 
-For every model (default: every shipped one) and every available backend: ms per face for batch 1 and 4 faces, with
+For every model (default: every shipped one) and every available backend: ms per face for batch 1, 4 and 8 faces, with
 and without keys (inversion), at the default 4 steps; PSNR of its protected crops against the same model on PyTorch.
 Writes bench/results/backends.{json,md}."""
 from __future__ import annotations
@@ -23,7 +23,7 @@ from difp_stream.difp import Protector, SamplingConfig, load_model  # noqa: E402
 from difp_stream.runtime.backends import available, select  # noqa: E402
 
 
-def sample_crops(res: int, n: int = 4) -> tuple[np.ndarray, np.ndarray]:
+def sample_crops(res: int, n: int = 8) -> tuple[np.ndarray, np.ndarray]:
     man = SHARED / "faces"
     if (man / "manifest.tsv").is_file():
         from difp_stream.train.data import load_faces
@@ -86,7 +86,7 @@ def main() -> None:
             ref = out if name == "torch" else ref
             r = {"model": model_name, "backend": name,
                  "psnr_vs_torch_db": None if name == "torch" else psnr(ref, out)}
-            for b in (1, 4):
+            for b in (1, 4, 8):
                 for keys in (False, True):
                     ms = time_it(lambda: p.protect(crops[:b], seeds=1, id_codes=desc[:b], keys=keys), args.reps)
                     r[f"ms_per_face_b{b}_{'keys' if keys else 'nokeys'}"] = ms / b
@@ -100,11 +100,13 @@ def main() -> None:
     lines = [f"# Backends: per-face protect latency ({args.device}, {res['machine']}, torch threads "
              f"{res['torch_threads']}, {res['steps']} steps)", "",
              f"`python bench/backends.py {' '.join(sys.argv[1:])}`", "",
-             "| model | backend | 1 face, no keys | 1 face, keys | 4 faces, no keys (per face) | 4 faces, keys (per face) | PSNR vs torch |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| model | backend | 1 face, no keys | 1 face, keys | 4 faces, no keys (per face) | 4 faces, keys (per face) "
+             "| 8 faces, no keys (per face) | 8 faces, keys (per face) | PSNR vs torch |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         cells = []
-        for k in ("ms_per_face_b1_nokeys", "ms_per_face_b1_keys", "ms_per_face_b4_nokeys", "ms_per_face_b4_keys"):
+        for k in ("ms_per_face_b1_nokeys", "ms_per_face_b1_keys", "ms_per_face_b4_nokeys", "ms_per_face_b4_keys",
+                  "ms_per_face_b8_nokeys", "ms_per_face_b8_keys"):
             cells.append(f"{r[k]:.0f} ms ({base[k] / r[k]:.2f}×)")
         ps = "—" if r["psnr_vs_torch_db"] is None else f"{r['psnr_vs_torch_db']:.1f} dB"
         lines.append(f"| {r['model']} | {r['backend']} | " + " | ".join(cells) + f" | {ps} |")
