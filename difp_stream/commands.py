@@ -39,7 +39,7 @@ def _expected():
 
 def _model_args(p: argparse.ArgumentParser, more_backends: tuple = ()) -> None:
     p.add_argument("--model", default=None,
-                   help="model: 'default' (shipped), 'fast' (shipped, distilled: ~3x faster on CPU) or a folder")
+                   help="model: 'default' (shipped), 'fast' (shipped, distilled: 2-2.6x faster per face on a CPU) or a folder")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "torch-cuda", "onnxruntime", "tensorrt", *more_backends],
                    help="runtime for the U-Net and VAE (default: auto = on a GPU TensorRT where installed, else "
                         "torch-cuda: PyTorch fp16 with CUDA graphs; on CPU ONNX Runtime, else PyTorch)")
