@@ -224,7 +224,7 @@ def load_default(device: str | torch.device = "cpu", name: str = "default") -> D
 
 def load_model(name_or_dir: str | Path | None = None, device: str | torch.device = "cpu") -> DIFPModel:
     """``None`` or ``"default"``: the shipped model; ``"fast"``: the shipped distilled one; else a model folder."""
-    if name_or_dir is None or str(name_or_dir) in SHIPPED and not Path(name_or_dir).is_dir():
+    if name_or_dir is None or (str(name_or_dir) in SHIPPED and not Path(name_or_dir).is_dir()):
         return load_default(device, str(name_or_dir or "default"))
     return DIFPModel.load(name_or_dir, device)
 

@@ -53,12 +53,11 @@ class OrtBackend:
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.sess["vae_encoder"].run(None, {"x": self._np(x)})[0]).to(x.device)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.sess["vae_decoder"].run(None, {"z": self._np(z)})[0]).to(z.device)
+    def decode(self, z: torch.Tensor, graph: str = "vae_decoder") -> torch.Tensor:
+        return torch.from_numpy(self.sess[graph].run(None, {"z": self._np(z)})[0]).to(z.device)
 
     def decode_protected(self, z: torch.Tensor) -> torch.Tensor:
-        name = "fast_decoder" if "fast_decoder" in self.sess else "vae_decoder"
-        return torch.from_numpy(self.sess[name].run(None, {"z": self._np(z)})[0]).to(z.device)
+        return self.decode(z, "fast_decoder" if "fast_decoder" in self.sess else "vae_decoder")
 
 
 def available() -> dict[str, str | None]:

@@ -118,9 +118,8 @@ class TrtBackend:
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.run["vae_encoder"](x=x.float().cuda()).to(x.device)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.run["vae_decoder"](z=z.float().cuda()).to(z.device)
+    def decode(self, z: torch.Tensor, graph: str = "vae_decoder") -> torch.Tensor:
+        return self.run[graph](z=z.float().cuda()).to(z.device)
 
     def decode_protected(self, z: torch.Tensor) -> torch.Tensor:
-        name = "fast_decoder" if "fast_decoder" in self.run else "vae_decoder"
-        return self.run[name](z=z.float().cuda()).to(z.device)
+        return self.decode(z, "fast_decoder" if "fast_decoder" in self.run else "vae_decoder")

@@ -65,12 +65,11 @@ class _Recorder:
 
     def __init__(self, net, s_id: float, s_sty: float, id_tokens: int):
         self.net, self.s_id, self.s_sty, self.id_tokens = net, s_id, s_sty, id_tokens
-        self.n = 0  # faces in the current protect call
         self.reset()
 
     def reset(self) -> None:
         self.z, self.t, self.tok, self.mode, self.target = [], [], [], [], []
-        self.z0, self.z_p, self.x_p = None, None, None
+        self.z0, self.z_p = None, None
 
     def _add(self, z, t, tok, mode, target) -> None:
         self.z.append(z.half())
@@ -81,8 +80,7 @@ class _Recorder:
 
     def eps(self, z, t, ctx):
         e = self.net.eps(z, t, ctx)
-        n = self.n
-        if len(z) == n:  # inversion: conditional eps under the original's conditions
+        if len(z) == len(self.z0):  # inversion: conditional eps under the original's conditions
             self._add(z, t, ctx, 0, e)
         else:  # [uncond | surrogate | style | full] guided batch
             zs, cs, es = z.chunk(4), ctx.chunk(4), e.chunk(4)
@@ -91,13 +89,13 @@ class _Recorder:
             self._add(zs[3], t, cs[3], 0, es[3])
         return e
 
-    def encode(self, x):
+    def encode(self, x):  # the first call of a protect: its batch is the number of faces
         self.z0 = self.net.encode(x)
         return self.z0
 
     def decode_protected(self, z):
-        self.z_p, self.x_p = z, self.net.decode(z)
-        return self.x_p
+        self.z_p = z
+        return self.net.decode(z)
 
     decode = decode_protected
 
@@ -129,7 +127,6 @@ def record_teacher(teacher: DIFPModel, data: FaceSet, out_dir: Path, n_crops: in
             flip = (np.arange(len(b)) + j) % 2 == 1  # half of them mirrored: more poses for the same budget
             crops = np.where(flip[:, None, None, None], crops[:, :, ::-1], crops)
             rec.reset()
-            rec.n = len(b)
             r = p.protect(np.ascontiguousarray(crops), seeds=[int(seed * 1_000_000 + i) for i in b],
                           id_codes=data.descriptors[b], keys=True)
             for name in ("z", "t", "tok", "mode", "target"):
