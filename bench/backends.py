@@ -3,7 +3,7 @@
     python bench/backends.py [--model default --model fast | --model DIR] [--device cpu|cuda] [--threads N]
 
 For every model (default: every shipped one) and every available backend: ms per face for batch 1, 4 and 8 faces, with
-and without keys (inversion), at the default 4 steps; PSNR of its protected crops against the same model on PyTorch.
+and without keys (the key branch), at the default 4 steps; PSNR of its protected crops against the same model on PyTorch.
 Writes bench/results/backends.{json,md}."""
 from __future__ import annotations
 
@@ -63,6 +63,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--name", default="backends")
+    ap.add_argument("--inversion-steps", type=int, default=None, help="CLI --inversion-steps (default: the model's)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -81,10 +82,11 @@ def main() -> None:
             backend, used = select(name, model, args.device)
             if used != name:
                 continue
-            p = Protector(model, model.cfg.sampling_config(), args.device, backend=backend)
+            sampling = model.cfg.sampling_config(inversion_steps=args.inversion_steps)
+            p = Protector(model, sampling, args.device, backend=backend)
             out = p.protect(crops, seeds=1, id_codes=desc, keys=False).crops
             ref = out if name == "torch" else ref
-            r = {"model": model_name, "backend": name,
+            r = {"model": model_name, "backend": name, "inversion_steps": sampling.inversion_steps or sampling.steps,
                  "psnr_vs_torch_db": None if name == "torch" else psnr(ref, out)}
             for b in (1, 4, 8):
                 for keys in (False, True):
@@ -100,16 +102,16 @@ def main() -> None:
     lines = [f"# Backends: per-face protect latency ({args.device}, {res['machine']}, torch threads "
              f"{res['torch_threads']}, {res['steps']} steps)", "",
              f"`python bench/backends.py {' '.join(sys.argv[1:])}`", "",
-             "| model | backend | 1 face, no keys | 1 face, keys | 4 faces, no keys (per face) | 4 faces, keys (per face) "
+             "| model | backend | inversion steps | 1 face, no keys | 1 face, keys | 4 faces, no keys (per face) | 4 faces, keys (per face) "
              "| 8 faces, no keys (per face) | 8 faces, keys (per face) | PSNR vs torch |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         cells = []
         for k in ("ms_per_face_b1_nokeys", "ms_per_face_b1_keys", "ms_per_face_b4_nokeys", "ms_per_face_b4_keys",
                   "ms_per_face_b8_nokeys", "ms_per_face_b8_keys"):
             cells.append(f"{r[k]:.0f} ms ({base[k] / r[k]:.2f}×)")
         ps = "—" if r["psnr_vs_torch_db"] is None else f"{r['psnr_vs_torch_db']:.1f} dB"
-        lines.append(f"| {r['model']} | {r['backend']} | " + " | ".join(cells) + f" | {ps} |")
+        lines.append(f"| {r['model']} | {r['backend']} | {r['inversion_steps']} | " + " | ".join(cells) + f" | {ps} |")
     lines += ["", f"(×: speed-up over the first row, {rows[0]['model']} model on {rows[0]['backend']}, same machine and run; "
               "PSNR: protected crops against the same model on PyTorch.)"]
     (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")

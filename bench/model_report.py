@@ -48,6 +48,8 @@ def main() -> None:
     ap.add_argument("--name", default="model")
     ap.add_argument("--key-refine", type=int, default=0, help="keys fitted with N decoder steps (CLI --key-refine)")
     ap.add_argument("--surrogate-spread", type=float, default=None, help="CLI --surrogate-spread (default: the model's)")
+    ap.add_argument("--start-noise", type=float, default=None, help="CLI --start-noise (default: the model's)")
+    ap.add_argument("--inversion-steps", type=int, default=None, help="CLI --inversion-steps (default: the model's)")
     args = ap.parse_args()
     if not Path(args.data, "manifest.tsv").is_file():
         sys.exit(f"no eval data at {args.data}")
@@ -59,7 +61,9 @@ def main() -> None:
     crops128 = full.images[pick]
     crops = np.stack([cv2.resize(c, (res, res), interpolation=cv2.INTER_AREA) for c in crops128])
     desc = full.descriptors[pick]
-    p = Protector(model, model.cfg.sampling_config(steps=args.steps, surrogate_spread=args.surrogate_spread), device="cpu", key_refine=args.key_refine)
+    p = Protector(model, model.cfg.sampling_config(steps=args.steps, surrogate_spread=args.surrogate_spread,
+                                                         start_noise=args.start_noise,
+                                                         inversion_steps=args.inversion_steps), device="cpu", key_refine=args.key_refine)
     p.timings = Timings()
     # main figures: dlib as the shared descriptors were made (template box); second view: dlib's detector box, the
     # more faithful recognizer the pipeline uses (difp/identity.py)
@@ -104,7 +108,7 @@ def main() -> None:
         "model": str(args.model or "default"),
         "resolution": res,
         "crops": int(len(crops)),
-        "sampling": {k: getattr(p.sampling, k) for k in ("steps", "strength", "s_id", "s_sty", "g_rea", "surrogate_spread")},
+        "sampling": {k: getattr(p.sampling, k) for k in ("steps", "strength", "s_id", "s_sty", "g_rea", "surrogate_spread", "start_noise", "inversion_steps")},
         "protection_success_same_photo": float((d_same > 0.6).mean()),
         "protection_success_other_photos": float((others > 0.6).mean()) if len(others) else None,
         "other_photo_pairs": int(len(others)),
@@ -138,9 +142,9 @@ def main() -> None:
     cv2.imwrite(str(out / f"{args.name}_grid.png"), np.concatenate(rows, 0)[:, :, ::-1])
     goal = lambda v, g, hi=True: "✅" if v is not None and (v >= g if hi else v <= g) else "❌"  # noqa: E731
     sm = m["sampling"]
-    md = f"""# Model report ({m['model']}, {res}×{res}; steps {sm['steps']}, S_n {sm['strength']}, s_id {sm['s_id']}, s_sty {sm['s_sty']}, g_rea {sm['g_rea']}, surrogate spread {sm['surrogate_spread']})
+    md = f"""# Model report ({m['model']}, {res}×{res}; steps {sm['steps']}, S_n {sm['strength']}, s_id {sm['s_id']}, s_sty {sm['s_sty']}, g_rea {sm['g_rea']}, surrogate spread {sm['surrogate_spread']}, start noise {sm['start_noise']}, inversion steps {sm['inversion_steps'] or sm['steps']})
 
-Made by `python bench/model_report.py{' --model ' + args.model if args.model else ''} --limit {args.limit}{f' --key-refine {args.key_refine}' if args.key_refine else ''}{f' --surrogate-spread {args.surrogate_spread}' if args.surrogate_spread else ''}` on
+Made by `python bench/model_report.py{' --model ' + args.model if args.model else ''} --limit {args.limit}{f' --key-refine {args.key_refine}' if args.key_refine else ''}{f' --surrogate-spread {args.surrogate_spread}' if args.surrogate_spread else ''}{f' --start-noise {args.start_noise}' if args.start_noise is not None else ''}{f' --inversion-steps {args.inversion_steps}' if args.inversion_steps else ''}` on
 {m['crops']} crops spread over the `eval` split of shared/data/faces (people never seen in training), on
 {m['machine']}, in {m['seconds']} s. Identity: dlib ResNet descriptor, match = L2 < 0.6, computed like the
 shared descriptors (the template's 112×112 box); the last row uses dlib's detector box (`difp/identity.py`).

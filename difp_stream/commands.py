@@ -72,12 +72,17 @@ def protect_parser() -> argparse.ArgumentParser:
     _model_args(p)
     g = p.add_argument_group("DIFP sampling (defaults: the model's recommended values, else the paper's)")
     g.add_argument("--steps", type=int, default=None, help=f"DDIM steps (paper default: {s.steps})")
+    g.add_argument("--inversion-steps", type=int, default=None,
+                   help="DDIM inversion steps, the keys' schedule: a divisor of --steps (default: the model's, else "
+                        "--steps); fewer is faster, recovery stays exact")
     g.add_argument("--strength", type=float, default=None, help=f"S_n, start at t = S_n*T (paper: {s.strength})")
     g.add_argument("--s-id", type=float, default=None, help=f"identity guidance scale (paper-style default: {s.s_id})")
     g.add_argument("--s-sty", type=float, default=None, help=f"style guidance scale (default: {s.s_sty})")
     g.add_argument("--g-rea", type=float, default=None, help=f"realism scale (paper: {s.g_rea})")
     g.add_argument("--surrogate-spread", type=float, default=None,
                    help="fake identities drawn with this multiple of the training identities' spread (model's)")
+    g.add_argument("--start-noise", type=float, default=None,
+                   help="share of seeded noise in the fake face's start, 0-1: seeds differ more (default: the model's)")
     g.add_argument("--adaptive-realism", action="store_true", help="g_rea per step from SSIM (paper Eq. 14)")
     f = p.add_argument_group("faces")
     f.add_argument("--threshold", type=float, default=c.threshold, help=f"detector score threshold (default: {c.threshold})")
@@ -211,9 +216,14 @@ def _pipeline_cfg(args, keys: bool):
 
 
 def _sampling(args, model):
-    return model.cfg.sampling_config(steps=args.steps, strength=args.strength, s_id=args.s_id, s_sty=args.s_sty,
-                                     g_rea=args.g_rea, adaptive_realism=args.adaptive_realism or None,
-                                     surrogate_spread=args.surrogate_spread)
+    try:  # out-of-range values (e.g. --g-rea 2) are a usage error, not a traceback
+        return model.cfg.sampling_config(steps=args.steps, strength=args.strength, s_id=args.s_id, s_sty=args.s_sty,
+                                         g_rea=args.g_rea, adaptive_realism=args.adaptive_realism or None,
+                                         surrogate_spread=args.surrogate_spread, inversion_steps=args.inversion_steps,
+                                         start_noise=args.start_noise)
+    except ValueError as e:
+        _err(str(e))
+        raise SystemExit(EXIT_USAGE) from None
 
 
 def cmd_protect(argv: list[str]) -> int:

@@ -148,3 +148,46 @@ def test_surrogate_spread_scales_how_far_apart_fake_identities_are():
     assert torch.allclose(wide, 1.5 * base, rtol=1e-5)
     with pytest.raises(ValueError, match="surrogate_spread"):
         SamplingConfig(surrogate_spread=0)
+
+
+class _CountingNet:
+    """The model as a backend, recording the batch size of every U-Net call."""
+
+    def __init__(self, model):
+        self.model, self.batches = model, []
+
+    def eps(self, z, t, ctx):
+        self.batches.append(z.shape[0])
+        return self.model.eps(z, t, ctx)
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+
+def test_fewer_inversion_steps_ride_along_and_still_recover(tiny_model, crops, id_codes):
+    net = _CountingNet(tiny_model)
+    p = Protector(tiny_model, SamplingConfig(steps=4, inversion_steps=2), device="cpu", backend=net)
+    r = p.protect(crops, seeds=3, id_codes=id_codes)
+    n = len(crops)
+    # 2 inversion calls, then 4 guided calls of 3 branches; the key branch joins only at the key's 2 levels
+    assert net.batches == [n, n, 4 * n, 3 * n, 4 * n, 3 * n]
+    assert all(k.steps == 2 for k in r.keys)
+    z0 = tiny_model.encode(to_tensor(crops, 32, "cpu")).detach()
+    assert (p.recover_latents(r.keys) - z0).abs().max().item() < 2e-2
+    # keys do not change the protected face
+    assert np.array_equal(p.protect(crops, seeds=3, id_codes=id_codes, keys=False).crops, r.crops)
+    with pytest.raises(ValueError, match="inversion steps"):
+        Protector(tiny_model, SamplingConfig(steps=4, inversion_steps=3), device="cpu")
+
+
+def test_start_noise_makes_seeds_start_apart_and_keeps_keys(tiny_model, crops, id_codes):
+    sur = np.zeros((len(crops), 128), np.float32)  # same surrogate for both seeds: only the start differs
+    plain = Protector(tiny_model, SamplingConfig(), device="cpu")
+    noisy = Protector(tiny_model, SamplingConfig(start_noise=0.6), device="cpu")
+    a, b = (plain.protect(crops, seeds=s, id_codes=id_codes, surrogates=sur) for s in (1, 2))
+    c, d = (noisy.protect(crops, seeds=s, id_codes=id_codes, surrogates=sur) for s in (1, 2))
+    gap = lambda u, v: np.abs(u.crops.astype(int) - v.crops.astype(int)).mean()  # noqa: E731
+    assert gap(c, d) > 2 * gap(a, b) + 1
+    assert np.array_equal(noisy.recover(c.keys), plain.recover(a.keys))  # the key does not see the start noise
+    with pytest.raises(ValueError, match="start_noise"):
+        SamplingConfig(start_noise=1.5)

@@ -78,7 +78,8 @@ class ModelConfig:
 class SamplingConfig:
     """Knobs of one protection run (paper defaults where the paper gives one)."""
 
-    steps: int = 4  # DDIM steps from t_s down to 0 (and inversion steps from 0 up to t_s)
+    steps: int = 4  # DDIM steps from t_s down to 0
+    inversion_steps: int = 0  # DDIM inversion steps from 0 up to t_s, the key's schedule (0: same as steps)
     strength: float = 0.8  # S_n: t_s = S_n * T
     s_id: float = 3.0  # identity guidance scale (pushes towards the surrogate identity)
     s_sty: float = 1.0  # style guidance scale (keeps pose, light, colour of the original)
@@ -87,14 +88,19 @@ class SamplingConfig:
     adaptive_realism: bool = False  # paper Eq. 14: g_rea per step from SSIM(prediction, reference)
     min_surrogate_distance: float = 0.8  # surrogate identity must be at least this far (L2) from the original
     surrogate_spread: float = 1.0  # surrogates drawn with this multiple of the training identities' spread
+    start_noise: float = 0.0  # share of fresh (seeded) noise mixed into the inverted start latent of the fake face
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.inversion_steps < 0:
+            raise ValueError(f"inversion_steps must be >= 0, got {self.inversion_steps}")
         if not 0.0 < self.strength <= 1.0:
             raise ValueError(f"strength (S_n) must be in (0, 1], got {self.strength}")
         if not 0.0 <= self.g_rea <= 1.0:
             raise ValueError(f"g_rea must be in [0, 1], got {self.g_rea}")
+        if not 0.0 <= self.start_noise <= 1.0:
+            raise ValueError(f"start_noise must be in [0, 1], got {self.start_noise}")
         if self.surrogate_spread <= 0:
             raise ValueError(f"surrogate_spread must be > 0, got {self.surrogate_spread}")

@@ -81,8 +81,21 @@ def _noise(seeds: list[int], shape: tuple, device, salt: int) -> torch.Tensor:
     return torch.stack(out).to(device)
 
 
+def schedules(ddim: FewStepDDIM, s: SamplingConfig) -> tuple[list[int], list[int]]:
+    """The sampling levels and the key's (inversion) levels; each key level must be a sampling level, so the key
+    branch rides along in the sampler's U-Net calls (ValueError otherwise)."""
+    ts = ddim.timesteps(s.steps, s.strength)
+    ts_key = ddim.timesteps(s.inversion_steps or s.steps, s.strength)
+    if not set(ts_key) <= set(ts):
+        raise ValueError(f"{s.inversion_steps} inversion steps (levels {ts_key}) do not fall on the {s.steps} "
+                         f"sampling steps' levels {ts}; use a divisor of {s.steps}")
+    return ts, ts_key
+
+
 def check_sampling(cfg: ModelConfig, s: SamplingConfig) -> None:
-    """A distilled model learned one schedule and one pair of guidance scales: refuse others (ValueError)."""
+    """Refuse (ValueError) an inversion schedule off the sampling levels, and for a distilled model, which learned
+    one schedule and one pair of guidance scales, any other."""
+    schedules(FewStepDDIM(make_scheduler(cfg)), s)
     d = cfg.distilled
     asked = {"steps": s.steps, "strength": s.strength, "s_id": s.s_id, "s_sty": s.s_sty}
     wrong = [f"{k} {asked[k]:g} (distilled for {d[k]:g})" for k in d if k in asked and abs(asked[k] - d[k]) > 1e-6]
@@ -173,49 +186,52 @@ class Protector:
             z0 = self.net.encode(x)
         id_tok, sty_tok, sur_tok = m.id_tokens(ids), m.style_tokens(x), m.id_tokens(sur)
         ctx_full = m.context(id_tok, sty_tok, n)
-        ts = self.ddim.timesteps(s.steps, s.strength)
+        ts, ts_key = schedules(self.ddim, s)
         ref_noise = _noise(seeds, tuple(z0.shape[1:]), self.device, salt=1)
 
         # deterministic DDIM inversion under the original's own conditions: the key's F_i, and the start of the
         # protected sample also without keys (forward noising at t_s left far worse faces with few steps)
         z = z0
         with self._t("difp: ddim inversion"):
-            for t, t_up in zip(ts[::-1][:-1], ts[::-1][1:]):
+            for t, t_up in zip(ts_key[::-1][:-1], ts_key[::-1][1:]):
                 z = self.ddim.step(z, self.net.eps(z, t, ctx_full), t, t_up)
         z_ts = z
 
-        # one U-Net call per step: [uncond | surrogate id | style] (+ [full conditions] to check recovery); a
-        # distilled model answers the guided question in one branch: [surrogate id + style, guided]
+        # one U-Net call per step: [uncond | surrogate id | style] (+ [full conditions] at the key's levels, to
+        # check recovery); a distilled model answers the guided question in one branch: [surrogate id + style, guided]
         if self.distilled:
-            ctx = [m.context(sur_tok, sty_tok, n, guided=True)]
+            ctx_p = torch.cat([m.context(sur_tok, sty_tok, n, guided=True)])
         else:
-            ctx = [m.context(None, None, n), m.context(sur_tok, None, n), m.context(None, sty_tok, n)]
-        branches = len(ctx)
-        if keys:
-            ctx.append(ctx_full)
-        ctx = torch.cat(ctx)
+            ctx_p = torch.cat([m.context(None, None, n), m.context(sur_tok, None, n), m.context(None, sty_tok, n)])
+        branches = ctx_p.shape[0] // n
+        ctx_k = torch.cat([ctx_p, ctx_full])
+        key_next = dict(zip(ts_key[:-1], ts_key[1:]))  # the key branch steps between the key's own levels
         size = z0.shape[-1]
         h_fixed = self._h(size, s.g_rea)
         z_p, z_r = z_ts, z_ts
+        if s.start_noise > 0:  # seeds then differ in where the fake face starts, not only in its surrogate
+            lam = s.start_noise
+            z_p = (1 - lam ** 2) ** 0.5 * z_ts + lam * _noise(seeds, tuple(z0.shape[1:]), self.device, salt=2)
         with self._t("difp: guided denoising"):
             for t, t_next in zip(ts[:-1], ts[1:]):
-                zin = torch.cat([z_p] * branches + ([z_r] if keys else []))
-                e = self.net.eps(zin, t, ctx).chunk(branches + int(keys))
+                with_key = keys and t in key_next
+                zin = torch.cat([z_p] * branches + ([z_r] if with_key else []))
+                e = self.net.eps(zin, t, ctx_k if with_key else ctx_p).chunk(branches + int(with_key))
                 eps = e[0] if self.distilled else dual_guidance(e[0], e[1], e[2], s.s_id, s.s_sty)
                 ref = self.ddim.add_noise(z0, ref_noise, t_next) if t_next > 0 else z0
                 h = h_fixed
                 if s.adaptive_realism:
                     h = self._h(size, adaptive_g(global_ssim(self.ddim.predict_x0(z_p, eps, t), z0)))
                 z_p = realism_step(self.ddim.step(z_p, eps, t, t_next), ref, h)
-                if keys:
-                    z_r = self.ddim.step(z_r, e[-1], t, t_next)
+                if with_key:
+                    z_r = self.ddim.step(z_r, e[-1], t, key_next[t])
         with self._t("difp: vae decode"):
             out = to_uint8(self.net.decode_protected(z_p))
         key_list = None
         if keys:
             corr = self.key_latents(z0, x) - z_r
-            key_list = [FaceKey(_half(z_ts[i]), _half(corr[i]), _half(ids[i]), _half(sty_tok[i]), s.steps, s.strength)
-                        for i in range(n)]
+            key_list = [FaceKey(_half(z_ts[i]), _half(corr[i]), _half(ids[i]), _half(sty_tok[i]), len(ts_key) - 1,
+                                s.strength) for i in range(n)]
         return ProtectResult(out, key_list, sur.float().cpu().numpy(), z0, z_p)
 
     @torch.no_grad()
