@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -178,6 +180,10 @@ def test_fewer_inversion_steps_ride_along_and_still_recover(tiny_model, crops, i
     assert np.array_equal(p.protect(crops, seeds=3, id_codes=id_codes, keys=False).crops, r.crops)
     with pytest.raises(ValueError, match="inversion steps"):
         Protector(tiny_model, SamplingConfig(steps=4, inversion_steps=3), device="cpu")
+    # a model's recommended inversion steps give way when they do not divide the steps asked for
+    cfg = dataclasses.replace(tiny_model.cfg, sampling={"inversion_steps": 2})
+    assert [cfg.sampling_config(steps=k).inversion_steps for k in (None, 3, 6)] == [2, 0, 2]
+    assert cfg.sampling_config(steps=3, inversion_steps=1).inversion_steps == 1
 
 
 def test_start_noise_makes_seeds_start_apart_and_keeps_keys(tiny_model, crops, id_codes):
@@ -191,3 +197,18 @@ def test_start_noise_makes_seeds_start_apart_and_keeps_keys(tiny_model, crops, i
     assert np.array_equal(noisy.recover(c.keys), plain.recover(a.keys))  # the key does not see the start noise
     with pytest.raises(ValueError, match="start_noise"):
         SamplingConfig(start_noise=1.5)
+
+
+def test_fingerprint_names_the_network_not_its_recommended_sampling(tiny_model):
+    before, kept = tiny_model.fingerprint(), tiny_model.cfg.sampling
+    try:
+        tiny_model.cfg.sampling = {"start_noise": 0.3, "inversion_steps": 2}
+        assert tiny_model.fingerprint() == before  # keys and engines do not depend on these
+    finally:
+        tiny_model.cfg.sampling = kept
+    with torch.no_grad():
+        w = next(iter(tiny_model.parameters()))
+        w += 0.5
+        after = tiny_model.fingerprint()
+        w -= 0.5
+    assert after != before

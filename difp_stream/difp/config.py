@@ -45,7 +45,11 @@ class ModelConfig:
         """The paper's defaults, then this model's recommended values, then ``overrides`` that are not None."""
         known = {f.name for f in fields(SamplingConfig)}
         kw = {k: v for k, v in self.sampling.items() if k in known}
-        kw.update({k: v for k, v in overrides.items() if v is not None})
+        asked = {k: v for k, v in overrides.items() if v is not None}
+        kw.update(asked)
+        inv = kw.get("inversion_steps", 0)
+        if inv and "inversion_steps" not in asked and kw.get("steps", SamplingConfig.steps) % inv:
+            kw["inversion_steps"] = 0  # the model's value does not fit the steps asked for: invert with those
         return SamplingConfig(**kw)
 
     @property

@@ -191,10 +191,13 @@ class DIFPModel(nn.Module):
         return model.to(device).eval()
 
     def fingerprint(self) -> str:
-        """Short hash of the config and weights (as stored, fp16): key files name the model that made them."""
+        """Short hash of the network (its config less the recommended sampling values, which no key or engine
+        depends on) and weights (as stored, fp16): key files and engine caches name the model that made them."""
         import hashlib
+        import json
 
-        h = hashlib.sha256(self.cfg.to_json().encode())
+        net = {k: v for k, v in json.loads(self.cfg.to_json()).items() if k != "sampling"}
+        h = hashlib.sha256(json.dumps(net, indent=2).encode())
         for k, v in sorted(self.state_dict().items()):
             h.update(k.encode())
             h.update((v.half() if v.is_floating_point() else v).detach().cpu().numpy().tobytes())

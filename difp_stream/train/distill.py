@@ -80,13 +80,15 @@ class _Recorder:
 
     def eps(self, z, t, ctx):
         e = self.net.eps(z, t, ctx)
-        if len(z) == len(self.z0):  # inversion: conditional eps under the original's conditions
+        parts = len(z) // len(self.z0)
+        if parts == 1:  # inversion: conditional eps under the original's conditions
             self._add(z, t, ctx, 0, e)
-        else:  # [uncond | surrogate | style | full] guided batch
-            zs, cs, es = z.chunk(4), ctx.chunk(4), e.chunk(4)
+        else:  # [uncond | surrogate | style] guided batch, + [full] where the key branch rides along
+            zs, cs, es = z.chunk(parts), ctx.chunk(parts), e.chunk(parts)
             tok = torch.cat([cs[1][:, : self.id_tokens], cs[2][:, self.id_tokens:]], 1)
             self._add(zs[0], t, tok, 1, dual_guidance(es[0], es[1], es[2], self.s_id, self.s_sty))
-            self._add(zs[3], t, cs[3], 0, es[3])
+            if parts == 4:
+                self._add(zs[3], t, cs[3], 0, es[3])
         return e
 
     def encode(self, x):  # the first call of a protect: its batch is the number of faces
