@@ -50,10 +50,18 @@ def face_box(transform: np.ndarray, res: int, shape: tuple[int, int]):
     return roi_of(m.astype(np.float32), int(round((FACE[1] - FACE[0]) * s)), shape, pad=0)  # ... and has that size
 
 
+MODES = {  # label: protect options
+    "diffusion, 64 px keys": ["--recovery", "diffusion", "--key-resolution", "64"],
+    "diffusion, 128 px keys": ["--recovery", "diffusion", "--key-resolution", "128"],
+    "diffusion, 256 px keys": ["--recovery", "diffusion", "--key-resolution", "256"],
+    "exact": ["--recovery", "exact"],
+}
+
+
 def round_trip(clip: Path, work: Path, mode: str, secret: Path, pub: Path) -> dict:
-    out, rec = work / f"out_{mode}.mp4", work / f"rec_{mode}.mp4"
+    out, rec = work / "out.mp4", work / "rec.mp4"
     keys = Path(str(out) + ".difpkeys")
-    assert cli([str(clip), str(out), "--recipient", str(pub), "--recovery", mode, "--seed", "1", "--no-progress",
+    assert cli([str(clip), str(out), "--recipient", str(pub), *MODES[mode], "--seed", "1", "--no-progress",
                 "--overwrite"]) == 0
     assert cli(["recover", str(out), str(rec), "--keys", str(keys), "--identity", str(secret), "--no-progress",
                 "--overwrite"]) == 0
@@ -93,7 +101,7 @@ def main() -> None:
         clips += [(name, trimmed(SHARED / "videos" / name, tmp / name, args.frames))
                   for name in CLIPS if (SHARED / "videos" / name).is_file()]
         for name, clip in clips:
-            for mode in ("diffusion", "exact"):
+            for mode in MODES:
                 r = round_trip(clip, tmp, mode, secret, pub)
                 rows.append({"clip": name, "mode": mode, **r})
                 print(json.dumps(rows[-1]), flush=True)

@@ -120,7 +120,8 @@ class FaceProtector:
         self.detector.detect([blank])
         crops = np.zeros((1, self.p.resolution, self.p.resolution, 3), np.uint8)
         code = self.id_enc(np.zeros((1, 128, 128, 3), np.uint8))
-        self.p.protect(crops, seeds=[0], id_codes=code, keys=self.cfg.keys)
+        kr = self.p.key_resolution
+        self.p.protect(crops, seeds=[0], id_codes=code, keys=self.cfg.keys, key_crops=np.zeros((1, kr, kr, 3), np.uint8))
 
     def _warn_once(self, key: str, msg: str) -> None:
         if key not in self._warned:
@@ -184,7 +185,7 @@ class FaceProtector:
             return align.crop(patch, m128, 128)
         return look
 
-    def _verified(self, crop: np.ndarray, st: "TrackState", res: tuple, look) -> tuple[tuple, float]:
+    def _verified(self, crop: np.ndarray, st: "TrackState", res: tuple, look, key_crop=None) -> tuple[tuple, float]:
         """A protected face must be far from the original's identity: if dlib still matches it (distance <
         verify_distance), draw other fake identities (up to verify_tries) and keep the farthest. Returns the kept
         result and its distance."""
@@ -195,7 +196,7 @@ class FaceProtector:
             self.stats.redrawn += 1
             with self.timings("difp"):
                 r = self.p.protect(crop[None], seeds=[st.seed + 7919 * (j + 1)], id_codes=st.id_code[None],
-                                   keys=self.cfg.keys)
+                                   keys=self.cfg.keys, key_crops=key_crop)
             d2 = self._distance(look(r.crops[0]), st.looks())
             if d2 > d:
                 best, d = (r.crops[0], r.keys[0] if r.keys else None, r.surrogates[0], r.protected_latents[0:1]), d2
@@ -229,6 +230,10 @@ class FaceProtector:
                 crops128 = np.stack([align.crop(frame, m, 128) for _, m in todo])
                 crops = crops128 if res == 128 else np.stack(
                     [cv2.resize(c, (res, res), interpolation=cv2.INTER_AREA) for c in crops128])
+                kres, kcrops = self.p.key_resolution, None  # keys at a higher resolution see the face at that size
+                if self.cfg.keys and kres != res:
+                    kcrops = crops128 if kres == 128 else np.stack([align.crop(frame, m * (kres / 128.0), kres)
+                                                                    for _, m in todo])
             for k, (t, _) in enumerate(todo):
                 st = self.states.get(t.id)
                 refresh = self.cfg.identity_refresh and st and index - st.id_frame >= self.cfg.identity_refresh
@@ -259,14 +264,16 @@ class FaceProtector:
                 with self.timings("difp"):
                     r = self.p.protect(crops[full], seeds=[s.seed for s in st],
                                        id_codes=np.stack([s.id_code for s in st]), keys=self.cfg.keys,
-                                       surrogates=None if any(v is None for v in surs) else np.stack(surs))
+                                       surrogates=None if any(v is None for v in surs) else np.stack(surs),
+                                       key_crops=None if kcrops is None else kcrops[full])
                 for i, (k, s) in enumerate(zip(full, st)):
                     res_i = (r.crops[i], r.keys[i] if r.keys else None, r.surrogates[i], r.protected_latents[i:i + 1])
                     if self.cfg.verify_distance > 0 and (s.surrogate is None or self.cfg.verify_every):
                         if s.surrogate is not None:  # a later keyframe: this view of the person counts too
                             with self.timings("identity"):
                                 s.seen_codes = [*s.seen_codes, self.id_enc(crops128[k:k + 1])[0]][-MAX_LOOKS:]
-                        res_i, d = self._verified(crops[k], s, res_i, self._seen(frame, todo[k][1], crops[k]))
+                        res_i, d = self._verified(crops[k], s, res_i, self._seen(frame, todo[k][1], crops[k]),
+                                                  None if kcrops is None else kcrops[k:k + 1])
                         s.weak = d < min(self.cfg.blur_below, self.cfg.verify_distance)
                         if s.surrogate is not None and res_i[2] is not r.surrogates[i]:
                             s.surrogate = res_i[2]  # privacy first: this track's fake person changes from here on
@@ -279,7 +286,7 @@ class FaceProtector:
                 with self.timings("carry"):
                     r = self.p.carry(crops[carried], torch.cat([s.key_latent for s in st]),
                                      torch.cat([s.key_protected for s in st]), self.cfg.carry_cutoff,
-                                     keys=self.cfg.keys)
+                                     keys=self.cfg.keys, key_crops=None if kcrops is None else kcrops[carried])
                 for i, k in enumerate(carried):
                     out_crops[k], out_keys[k] = r.crops[i], r.keys[i] if r.keys else None
         except Exception as e:  # fail closed: nothing passes through unprotected
@@ -331,8 +338,8 @@ class FaceRecoverer:
         diffusion = [r for r in recs if r.exact is None]
         if diffusion:
             crops = self.p.recover([r.key for r in diffusion])
-            for r, c in zip(diffusion, crops):
-                align.paste(out, c, r.transform)
+            for r, c in zip(diffusion, crops):  # the transform maps to the model's crop; keys may be larger
+                align.paste(out, c, r.transform * (c.shape[0] / self.p.resolution))
         for r in recs:
             if r.exact is not None:
                 (x0, y0, x1, y1), pixels = r.exact

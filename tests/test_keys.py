@@ -236,3 +236,29 @@ def test_header_tampering_is_detected(keyfile, pair, tmp_path):
     p.write_bytes(data.replace(b'"model": "m"', b'"model": "n"'))
     with pytest.raises(KeyError_):
         list(KeyReader(p, pair[0]).records())
+
+
+def test_keys_at_a_higher_resolution_restore_the_face_in_place(tmp_path, two_face_clip, model_dir, pair):
+    """--key-resolution 64 with a 32 px model: the header announces the larger correction, and `recover` pastes the
+    64 px crops exactly where the faces were (nothing outside the faces' regions changes)."""
+    from difp_stream.faces.align import roi_of
+
+    _, _, secret, pub = pair
+    out, rec = tmp_path / "out.mp4", tmp_path / "rec.mp4"
+    assert main([str(two_face_clip), str(out), "--model", str(model_dir), "--recipient", str(pub),
+                 "--key-resolution", "64", "--no-progress"]) == 0
+    reader = KeyReader(Path(str(out) + ".difpkeys"), load_secret(secret))
+    assert reader.header["shapes"]["correction"] == [4, 32, 32] and reader.header["shapes"]["z_ts"] == [4, 16, 16]
+    assert main(["recover", str(out), str(rec), "--keys", str(out) + ".difpkeys", "--identity", str(secret),
+                 "--model", str(model_dir), "--no-progress"]) == 0
+    prot, back = _frames(out), _frames(rec)
+    r = next(reader.records())
+    inside = np.zeros(prot[0].shape[:2], bool)
+    for q in (x for x in reader.records() if x.frame_index == r.frame_index):
+        x0, y0, x1, y1 = roi_of(q.transform, 32, inside.shape)
+        inside[y0:y1, x0:x1] = True
+    diff = np.abs(prot[r.frame_index] - back[r.frame_index]).mean(axis=2)
+    assert diff[~inside].mean() < 1.5 and diff[inside].mean() > 5
+    with pytest.raises(SystemExit) as e:
+        main([str(two_face_clip), str(tmp_path / "x.mp4"), "--model", str(model_dir), "--key-resolution", "48"])
+    assert e.value.code == 2

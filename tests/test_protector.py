@@ -212,3 +212,26 @@ def test_fingerprint_names_the_network_not_its_recommended_sampling(tiny_model):
         after = tiny_model.fingerprint()
         w -= 0.5
     assert after != before
+
+
+def test_keys_at_a_higher_resolution_recover_the_larger_crop(tiny_model, crops, id_codes):
+    big = np.random.default_rng(3).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    p = Protector(tiny_model, SamplingConfig(inversion_steps=2), device="cpu", key_resolution=64)
+    r = p.protect(crops, seeds=4, id_codes=id_codes, key_crops=big)
+    plain = Protector(tiny_model, SamplingConfig(inversion_steps=2), device="cpu").protect(crops, seeds=4, id_codes=id_codes)
+    assert np.array_equal(r.crops, plain.crops)  # the protected face does not change
+    assert r.keys[0].z_ts.shape == (4, 16, 16) and r.keys[0].correction.shape == (4, 32, 32)
+    zb = tiny_model.encode(to_tensor(big, 64, "cpu")).detach()
+    assert (p.recover_latents(r.keys) - zb).abs().max().item() < 2e-2
+    vae_big = ((tiny_model.decode(zb).detach() + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy()
+    rec = p.recover(r.keys)
+    assert rec.shape == (3, 64, 64, 3) and _psnr(rec, vae_big) > 40
+    # carried frames: the clean latent plus the correction at key resolution
+    c = p.carry(crops, r.latents, r.protected_latents, cutoff=4, key_crops=big)
+    assert c.keys[0].steps == 0 and (p.recover_latents(c.keys) - zb).abs().max().item() < 2e-2
+    with pytest.raises(ValueError, match="different key resolutions"):
+        p.recover([r.keys[0], plain.keys[0]])
+    with pytest.raises(ValueError, match="needs key_crops"):
+        p.protect(crops, seeds=4, id_codes=id_codes)
+    with pytest.raises(ValueError, match="not a multiple"):
+        Protector(tiny_model, device="cpu", key_resolution=48)

@@ -85,11 +85,16 @@ def test_cli_fast_model_protects_and_recover_finds_it(tmp_path, capsys):
         with pytest.raises(SystemExit) as e:
             main([str(src), str(tmp_path / "x.png"), "--model", "fast", *bad])
         assert e.value.code == 2 and why in capsys.readouterr().err
-    assert main([str(src), str(out), "--model", "fast", "--key-refine", "0"]) == 0
+    assert main([str(src), str(out), "--model", "fast"]) == 0
     prot = cv2.imread(str(out))[:, :, ::-1]
     assert prot.shape == img.shape and faces_leaked([img], [prot]) == (0, 1)  # one face checked, not leaked
     keys, secret = str(out) + ".difpkeys", str(out) + ".difpkeys.secret"
     assert main(["recover", str(out), str(back), "--keys", keys, "--identity", secret]) == 0
     rec = cv2.imread(str(back))[:, :, ::-1]
     err = lambda a: np.mean((a.astype(float) - img.astype(float)) ** 2)  # noqa: E731
-    assert err(rec) < 0.5 * err(prot)  # the original face is back
+    # images' keys restore the face at 256 px (the correction's latent is 4x the model's 16x16): the face comes back
+    # sharp (measured: 2.0% of the protected image's error; 5.9% with 64 px keys)
+    from difp_stream.keys import KeyReader, load_secret
+
+    assert next(KeyReader(keys, load_secret(secret)).records()).key.correction.shape == (8, 64, 64)
+    assert err(rec) < 0.03 * err(prot)

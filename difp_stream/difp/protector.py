@@ -22,11 +22,13 @@ class FaceKey:
 
     ``z_ts``: the DDIM-inverted latent at ``t_s``; ``id_code`` / ``style``: the original's conditions;
     ``correction``: ``z0 - recovered(z_ts)``, so recovery is as faithful as the VAE; ``steps`` / ``strength``:
-    the schedule the key was made with. ``steps == 0`` marks a key of a *carried* frame (video frames between two
+    the schedule the key was made with. With a key resolution above the model's, ``correction`` is larger than
+    ``z_ts``: it takes the recovered latent, upsampled, to the latent of the original encoded at that resolution
+    (the VAE is convolutional: more of the face's detail comes back). ``steps == 0`` marks a key of a *carried* frame (video frames between two
     DIFP keyframes of a track): ``z_ts`` then holds the clean latent ``z0`` itself."""
 
     z_ts: np.ndarray  # float16 [C, h, w]
-    correction: np.ndarray  # float16 [C, h, w]
+    correction: np.ndarray  # float16 [C, h, w], or [C, k*h, k*w] at key resolution k*R
     id_code: np.ndarray  # float16 [id_dim]
     style: np.ndarray  # float16 [style_tokens, token_dim]
     steps: int
@@ -92,6 +94,13 @@ def schedules(ddim: FewStepDDIM, s: SamplingConfig) -> tuple[list[int], list[int
     return ts, ts_key
 
 
+def _fit(z: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``z`` resized (bilinear) to the spatial size of ``like``; unchanged when they match."""
+    if z.shape[-2:] == like.shape[-2:]:
+        return z
+    return torch.nn.functional.interpolate(z, size=like.shape[-2:], mode="bilinear", align_corners=False)
+
+
 def check_sampling(cfg: ModelConfig, s: SamplingConfig) -> None:
     """Refuse (ValueError) an inversion schedule off the sampling levels, and for a distilled model, which learned
     one schedule and one pair of guidance scales, any other."""
@@ -109,11 +118,14 @@ class Protector:
     ``identity_encoder`` (optional): a callable uint8 crops -> float ``[N, id_dim]`` recognition embeddings, used
     when ``protect`` is not given the originals' identity codes (the video pipeline computes them once per track).
     ``backend`` (optional): runs the heavy parts (``eps``, ``encode``, ``decode``), e.g. an ONNX Runtime or
-    TensorRT runner from ``difp_stream.runtime``; by default the model itself (PyTorch)."""
+    TensorRT runner from ``difp_stream.runtime``; by default the model itself (PyTorch).
+    ``key_resolution`` (optional, a multiple of the model's resolution): keys aim at the original encoded at this
+    resolution (``protect``/``carry`` then take ``key_crops``, the same faces aligned at that size), and ``recover``
+    returns crops of that size; the protected face does not change."""
 
     def __init__(self, model: DIFPModel, sampling: SamplingConfig | None = None, device: str | None = None,
                  identity_encoder: Callable[[np.ndarray], np.ndarray] | None = None, backend=None,
-                 key_refine: int = 0):
+                 key_refine: int = 0, key_resolution: int = 0):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         self.net = backend or self.model
@@ -125,6 +137,9 @@ class Protector:
         self.key_refine = key_refine  # > 0: keys hold a latent refined by this many decoder-gradient steps
         self.distilled = bool(model.cfg.distilled)
         check_sampling(model.cfg, self.sampling)
+        self.key_resolution = key_resolution or self.resolution
+        if self.key_resolution % self.resolution:
+            raise ValueError(f"key resolution {key_resolution} is not a multiple of the model's {self.resolution}")
 
     # ------------------------------------------------------------------ helpers
     def _t(self, stage: str):
@@ -162,13 +177,27 @@ class Protector:
                 opt.step()
         return z.detach()
 
+    def _key_target(self, z0: torch.Tensor, x: torch.Tensor, key_crops) -> torch.Tensor:
+        """The latent a key restores: ``key_latents(z0, x)``, or at a higher key resolution the same for the
+        originals in ``key_crops``, encoded with the PyTorch VAE (the runtime graphs are fixed at the model's size)."""
+        if self.key_resolution == self.resolution:
+            return self.key_latents(z0, x)
+        if key_crops is None:
+            raise ValueError(f"key resolution {self.key_resolution} needs key_crops: the faces aligned at that size")
+        xk = to_tensor(key_crops, self.key_resolution, self.device)
+        if xk.shape[0] != x.shape[0]:
+            raise ValueError(f"{xk.shape[0]} key_crops for {x.shape[0]} crops")
+        with self._t("difp: key encode"):
+            zk = self.model.encode(xk)
+        return self.key_latents(zk, xk)
+
     # ------------------------------------------------------------------ API
     @torch.no_grad()
     def protect(self, crops: np.ndarray, seeds: int | Sequence[int] = 0, id_codes=None, keys: bool = True,
-                surrogates=None) -> ProtectResult:
+                surrogates=None, key_crops: np.ndarray | None = None) -> ProtectResult:
         """Replace each crop's face by a face of a surrogate identity; return the protected crops and, when
         ``keys``, one :class:`FaceKey` per crop. ``surrogates`` (optional ``[N, id_dim]``) overrides the draw
-        (the video pipeline keeps one per track)."""
+        (the video pipeline keeps one per track); ``key_crops``: the same faces at the key resolution."""
         s, m = self.sampling, self.model
         x = to_tensor(crops, self.resolution, self.device)
         n = x.shape[0]
@@ -229,27 +258,32 @@ class Protector:
             out = to_uint8(self.net.decode_protected(z_p))
         key_list = None
         if keys:
-            corr = self.key_latents(z0, x) - z_r
+            target = self._key_target(z0, x, key_crops)
+            corr = target - _fit(z_r, target)
             key_list = [FaceKey(_half(z_ts[i]), _half(corr[i]), _half(ids[i]), _half(sty_tok[i]), len(ts_key) - 1,
                                 s.strength) for i in range(n)]
         return ProtectResult(out, key_list, sur.float().cpu().numpy(), z0, z_p)
 
     @torch.no_grad()
     def carry(self, crops: np.ndarray, ref_latents: torch.Tensor, ref_protected: torch.Tensor, cutoff: int,
-              keys: bool = True) -> ProtectResult:
+              keys: bool = True, key_crops: np.ndarray | None = None) -> ProtectResult:
         """Temporal carry for video frames between two keyframes of a track: the keyframe's protected latent plus
         the low-frequency part (``LP_cutoff``) of how the original moved since then,
         ``z' = z'_key + LP(z - z_key)``: same fake person, current pose and expression, one VAE round trip
-        instead of a diffusion run. Keys of carried frames hold ``z0`` itself (``steps = 0``)."""
+        instead of a diffusion run. Keys of carried frames hold ``z0`` itself (``steps = 0``; at a higher key
+        resolution, plus the correction to the latent at that resolution)."""
         x = to_tensor(crops, self.resolution, self.device)
         z0 = self.net.encode(x)
         z_p = ref_protected + lowpass(z0 - ref_latents, cutoff)
         key_list = None
         if keys:
-            zero = np.zeros(z0.shape[1:], np.float16)
             c = self.model.cfg
-            zk = self.key_latents(z0, x)
-            key_list = [FaceKey(_half(zk[i]), zero, np.zeros(c.id_dim, np.float16),
+            zk = self._key_target(z0, x, key_crops)
+            if zk.shape == z0.shape:  # the latent itself, no correction
+                corr = torch.zeros_like(zk)
+            else:
+                zk, corr = z0, zk - _fit(z0, zk)
+            key_list = [FaceKey(_half(zk[i]), _half(corr[i]), np.zeros(c.id_dim, np.float16),
                                 np.zeros((c.style_tokens, c.token_dim), np.float16), 0, 0.0) for i in range(len(z0))]
         return ProtectResult(to_uint8(self.net.decode_protected(z_p)), key_list, None, z0, z_p)
 
@@ -259,8 +293,10 @@ class Protector:
             raise ValueError("no keys to recover")
         m = self.model
         f = lambda name: torch.as_tensor(np.stack([getattr(k, name) for k in keys]), device=self.device).float()  # noqa: E731
+        if len({k.correction.shape for k in keys}) > 1:
+            raise ValueError("keys of different key resolutions: recover them apart")
         z, corr, ids, sty = f("z_ts"), f("correction"), f("id_code"), f("style")
-        out = torch.empty_like(z)
+        out = torch.empty_like(corr)
         # keys made with different schedules are recovered group by group
         groups: dict[tuple[int, float], list[int]] = {}
         for i, k in enumerate(keys):
@@ -268,17 +304,20 @@ class Protector:
         for (steps, strength), idx in groups.items():
             zi = z[idx]
             if steps == 0:  # a carried frame's key holds the clean latent
-                out[idx] = zi
+                out[idx] = _fit(zi, corr[idx]) + corr[idx]
                 continue
             ctx = m.context(m.id_tokens(ids[idx]), sty[idx], len(idx))
             ts = self.ddim.timesteps(steps, strength)
             for t, t_next in zip(ts[:-1], ts[1:]):
                 zi = self.ddim.step(zi, self.net.eps(zi, t, ctx), t, t_next)
-            out[idx] = zi + corr[idx]
+            out[idx] = _fit(zi, corr[idx]) + corr[idx]
         return out
 
     @torch.no_grad()
     def recover(self, keys: Sequence[FaceKey]) -> np.ndarray:
-        """Original crops (uint8 ``[N, R, R, 3]``) from their keys: DDIM from ``z_ts`` under the original's
-        conditions back to 0, plus the stored correction, decoded."""
-        return to_uint8(self.net.decode(self.recover_latents(keys)))
+        """Original crops (uint8 ``[N, R, R, 3]``, R the keys' resolution) from their keys: DDIM from ``z_ts``
+        under the original's conditions back to 0, plus the stored correction, decoded."""
+        z = self.recover_latents(keys)
+        if z.shape[-1] != self.model.cfg.latent_size:  # a higher key resolution: the PyTorch VAE takes any size
+            return to_uint8(self.model.decode(z))
+        return to_uint8(self.net.decode(z))
