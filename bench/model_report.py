@@ -63,10 +63,9 @@ def main() -> None:
     crops128 = full.images[pick]
     crops = np.stack([cv2.resize(c, (res, res), interpolation=cv2.INTER_AREA) for c in crops128])
     desc = full.descriptors[pick]
-    p = Protector(model, model.cfg.sampling_config(steps=args.steps, surrogate_spread=args.surrogate_spread,
-                                                         start_noise=args.start_noise,
-                                                         inversion_steps=args.inversion_steps), device="cpu", key_refine=args.key_refine,
-                  key_resolution=args.key_resolution)
+    sampling = model.cfg.sampling_config(steps=args.steps, surrogate_spread=args.surrogate_spread,
+                                         start_noise=args.start_noise, inversion_steps=args.inversion_steps)
+    p = Protector(model, sampling, device="cpu", key_refine=args.key_refine, key_resolution=args.key_resolution)
     kres = p.key_resolution
     crops_k = crops128 if kres == 128 else np.stack([cv2.resize(c, (kres, kres), interpolation=cv2.INTER_AREA)
                                                      for c in crops128])

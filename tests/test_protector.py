@@ -218,7 +218,8 @@ def test_keys_at_a_higher_resolution_recover_the_larger_crop(tiny_model, crops, 
     big = np.random.default_rng(3).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
     p = Protector(tiny_model, SamplingConfig(inversion_steps=2), device="cpu", key_resolution=64)
     r = p.protect(crops, seeds=4, id_codes=id_codes, key_crops=big)
-    plain = Protector(tiny_model, SamplingConfig(inversion_steps=2), device="cpu").protect(crops, seeds=4, id_codes=id_codes)
+    base = Protector(tiny_model, SamplingConfig(inversion_steps=2), device="cpu")
+    plain = base.protect(crops, seeds=4, id_codes=id_codes)
     assert np.array_equal(r.crops, plain.crops)  # the protected face does not change
     assert r.keys[0].z_ts.shape == (4, 16, 16) and r.keys[0].correction.shape == (4, 32, 32)
     zb = tiny_model.encode(to_tensor(big, 64, "cpu")).detach()

@@ -24,8 +24,8 @@ class FaceKey:
     ``correction``: ``z0 - recovered(z_ts)``, so recovery is as faithful as the VAE; ``steps`` / ``strength``:
     the schedule the key was made with. With a key resolution above the model's, ``correction`` is larger than
     ``z_ts``: it takes the recovered latent, upsampled, to the latent of the original encoded at that resolution
-    (the VAE is convolutional: more of the face's detail comes back). ``steps == 0`` marks a key of a *carried* frame (video frames between two
-    DIFP keyframes of a track): ``z_ts`` then holds the clean latent ``z0`` itself."""
+    (the VAE is convolutional: more of the face's detail comes back). ``steps == 0`` marks a key of a *carried*
+    frame (video frames between two DIFP keyframes of a track): ``z_ts`` then holds the clean latent ``z0``."""
 
     z_ts: np.ndarray  # float16 [C, h, w]
     correction: np.ndarray  # float16 [C, h, w], or [C, k*h, k*w] at key resolution k*R
@@ -229,11 +229,11 @@ class Protector:
         # one U-Net call per step: [uncond | surrogate id | style] (+ [full conditions] at the key's levels, to
         # check recovery); a distilled model answers the guided question in one branch: [surrogate id + style, guided]
         if self.distilled:
-            ctx_p = torch.cat([m.context(sur_tok, sty_tok, n, guided=True)])
+            ctx_p = m.context(sur_tok, sty_tok, n, guided=True)
         else:
             ctx_p = torch.cat([m.context(None, None, n), m.context(sur_tok, None, n), m.context(None, sty_tok, n)])
         branches = ctx_p.shape[0] // n
-        ctx_k = torch.cat([ctx_p, ctx_full])
+        ctx_k = torch.cat([ctx_p, ctx_full]) if keys else None
         key_next = dict(zip(ts_key[:-1], ts_key[1:]))  # the key branch steps between the key's own levels
         size = z0.shape[-1]
         h_fixed = self._h(size, s.g_rea)
