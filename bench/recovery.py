@@ -54,6 +54,7 @@ MODES = {  # label: protect options
     "diffusion, 64 px keys": ["--recovery", "diffusion", "--key-resolution", "64"],
     "diffusion, 128 px keys": ["--recovery", "diffusion", "--key-resolution", "128"],
     "diffusion, 256 px keys": ["--recovery", "diffusion", "--key-resolution", "256"],
+    "diffusion, 512 px keys": ["--recovery", "diffusion", "--key-resolution", "512"],
     "exact": ["--recovery", "exact"],
 }
 
