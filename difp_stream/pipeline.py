@@ -120,8 +120,9 @@ class FaceProtector:
         self.detector.detect([blank])
         crops = np.zeros((1, self.p.resolution, self.p.resolution, 3), np.uint8)
         code = self.id_enc(np.zeros((1, 128, 128, 3), np.uint8))
-        kr = self.p.key_resolution
-        self.p.protect(crops, seeds=[0], id_codes=code, keys=self.cfg.keys, key_crops=np.zeros((1, kr, kr, 3), np.uint8))
+        kr = self.p.key_resolution  # keys at a higher resolution: their VAE encode is warmed up too
+        self.p.protect(crops, seeds=[0], id_codes=code, keys=self.cfg.keys,
+                       key_crops=np.zeros((1, kr, kr, 3), np.uint8))
 
     def _warn_once(self, key: str, msg: str) -> None:
         if key not in self._warned:
