@@ -8,6 +8,7 @@ leaves unprocessed."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections import deque
@@ -80,13 +81,14 @@ class KeyRouter:
     """One key file per output file (or segment): records carry the frame's number inside that file."""
 
     def __init__(self, make_writer):
-        self.make_writer = make_writer  # path -> KeyWriter
+        self.make_writer = make_writer  # path -> (KeyWriter writing a partial file, the key file's final path)
         self.writer = None
+        self.final = None
         self.files: list = []
 
     def on_open(self, path) -> dict:
-        self.writer = self.make_writer(path)
-        self.files.append(self.writer.path)
+        self.writer, self.final = self.make_writer(path)
+        self.files.append(self.final)
         return {"difp_stream_id": self.writer.stream_id.hex()}
 
     def on_close(self, path, frames: int) -> None:
@@ -95,7 +97,9 @@ class KeyRouter:
             w.close()
             if frames == 0:
                 w.path.unlink(missing_ok=True)
-                self.files.remove(w.path)
+                self.files.remove(self.final)
+            else:  # the key file appears with its segment, complete and signed
+                os.replace(w.path, self.final)
 
     def write(self, records: list, index: int) -> None:
         for r in records:

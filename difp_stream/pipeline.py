@@ -343,7 +343,7 @@ class FaceRecoverer:
                 align.paste(out, c, r.transform * (c.shape[0] / self.p.resolution))
         for r in recs:
             if r.exact is not None:
-                (x0, y0, x1, y1), pixels = r.exact
+                (x0, y0, x1, y1), pixels = r.exact[0], r.exact_pixels()
                 if pixels.shape[:2] == (y1 - y0, x1 - x0) and y1 <= out.shape[0] and x1 <= out.shape[1]:
                     out[y0:y1, x0:x1] = pixels
         self.restored += len(recs)

@@ -1,3 +1,5 @@
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,9 @@ from difp_stream.difp import DIFPModel, ModelConfig
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 FACES = SHARED / "data" / "faces"
 VIDEOS = SHARED / "data" / "videos"
+
+# key files are signed with "this host's" key: the tests' own, in a folder of their own (subprocesses inherit it)
+os.environ["DIFP_STREAM_CONFIG"] = tempfile.mkdtemp(prefix="difp-config-")
 
 torch.set_num_threads(1)  # tiny models: one thread avoids oversubscription with ONNX Runtime and dlib
 

@@ -10,9 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-
-class KeyError_(Exception):
-    """A key or key file cannot be used (wrong secret, tampered, truncated, wrong video)."""
+from ..errors import KeyError_
 
 
 def generate(secret_path: str | Path, passphrase: bytes | None = None) -> tuple[Path, Path]:

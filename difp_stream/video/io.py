@@ -13,6 +13,9 @@ import av
 import numpy as np
 from tqdm import tqdm
 
+from ..errors import InputError, OutputError, UsageError
+from ..files import partial_path
+
 
 STREAM_TAG = "difp_stream_id"  # container tag tying a protected video to its key file
 
@@ -23,14 +26,6 @@ def stream_tag(path: str | Path) -> str | None:
         return c.metadata.get(STREAM_TAG)
     finally:
         c.close()
-
-
-class InputError(Exception):
-    """The input cannot be used (missing, unreadable, no video stream)."""
-
-
-class OutputError(Exception):
-    """The output cannot be written (exists, same as input, unwritable)."""
 
 
 class Interrupted(Exception):
@@ -94,19 +89,95 @@ def _unrotate(img: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(img, -k)) if k else img
 
 
-def partial_path(dst: Path) -> Path:
-    return dst.with_name(f".{dst.stem}.partial{dst.suffix}")
+# Metadata kept by default: what describes the picture and sound, nothing that says who, where or with what
+# (GPS location, title, comments, artist, camera make/model/serial, creation time are dropped; --keep-metadata keeps
+# them). Rotation travels as the display matrix, timing as timestamps, colour in the encoder's settings.
+TECHNICAL_STREAM_TAGS = {"language"}
+
+
+def kept_metadata(tags: dict, keep_all: bool, technical: set[str] = frozenset()) -> dict:
+    return {k: v for k, v in tags.items() if k not in ("encoder", STREAM_TAG) and (keep_all or k in technical)}
+
+
+X264_LIKE = ("libx264", "libx265", "h264", "hevc")
+
+
+def encoder_options(codec: str, crf: int, preset: str) -> dict:
+    if codec in X264_LIKE:
+        return {"crf": str(crf), "preset": preset}
+    if codec == "libvpx-vp9":  # constant quality, fast: x264's crf 18 is about vp9's 31
+        return {"crf": str(min(63, round(crf * 1.7))), "b": "0", "deadline": "realtime", "cpu-used": "8",
+                "row-mt": "1"}
+    if codec == "libsvtav1":
+        return {"crf": str(min(63, round(crf * 1.7))), "preset": "10"}
+    return {}
+
+
+def choose_codec(dst: str | Path, codec: str | None) -> str:
+    """The video encoder for ``dst``'s container: ``codec`` when the container takes it (else UsageError), or
+    (None) H.264 where the container takes it, else the container's own default (e.g. VP9 for .webm)."""
+    tmp = partial_path(Path(dst))
+    try:
+        c = av.open(str(tmp), "w")
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        raise OutputError(f"cannot write {dst}: {e}") from None
+    try:
+        supported = c.supported_codecs
+        if codec is None:
+            return "libx264" if "libx264" in supported else c.default_video_codec
+        if codec not in supported:
+            raise UsageError(f"{Path(dst).suffix or dst} files cannot hold {codec} video; "
+                             f"omit --codec (this container's default is {c.default_video_codec})")
+        return codec
+    finally:
+        c.close()
+        tmp.unlink(missing_ok=True)
+
+
+def first_rotation(path: str | Path) -> int:
+    """The display rotation of the first video frame (phone videos), known before the output's header is written."""
+    c = open_input(path)
+    try:
+        for f in c.decode(video=0):
+            return int(round(f.rotation or 0))
+        return 0
+    except av.error.FFmpegError:
+        return 0
+    finally:
+        c.close()
+
+
+class _Writer:
+    """Mux into the output; a failed write (disk full, file too large, I/O error) is an :class:`OutputError`."""
+
+    def __init__(self, out, dst: Path, video_stream, digest=None):
+        self.out, self.dst, self.vout, self.digest = out, dst, video_stream, digest
+
+    def mux(self, packets) -> None:
+        try:
+            for p in packets:
+                if self.digest is not None and p.stream is self.vout:
+                    self.digest.update(bytes(p))
+                self.out.mux(p)
+        except (av.error.FFmpegError, OSError) as e:
+            raise OutputError(f"cannot write {self.dst}: {getattr(e, 'strerror', None) or e}") from None
 
 
 def transcode(src: str | Path, dst: str | Path, process: Callable[[int, np.ndarray], np.ndarray],
-              codec: str = "libx264", crf: int = 18, preset: str = "veryfast", progress: bool = True,
+              codec: str | None = None, crf: int = 18, preset: str = "veryfast", progress: bool = True,
               desc: str = "protecting", on_warning: Callable[[str], None] | None = None,
-              metadata: dict | None = None, pix_fmt: str | None = None) -> int:
+              metadata: dict | None = None, pix_fmt: str | None = None, keep_metadata: bool = False,
+              video_digest=None) -> int:
     """Decode ``src``, call ``process(index, rgb)`` on every frame (display orientation), encode to ``dst``.
-    Audio/subtitle streams are copied packet by packet. The output is written to a hidden partial file and renamed
-    when complete; on error it is removed; on Ctrl-C it is finalised (playable) and kept. Returns frames written."""
+    Audio/subtitle streams are copied packet by packet; identifying metadata is dropped unless ``keep_metadata``.
+    The output is written to a hidden partial file and renamed when complete; on error it is removed; on Ctrl-C
+    (or SIGTERM, raised as KeyboardInterrupt by the caller) it is finalised (playable) and kept. ``video_digest``
+    (a hashlib object) is fed every encoded video packet: a fingerprint of the video that survives a remux.
+    Returns frames written."""
     warn = on_warning or (lambda m: print(f"warning: {m}", file=sys.stderr))
     dst = Path(dst)
+    codec = choose_codec(dst, codec)
+    rotation = first_rotation(src)  # before the header is written: an audio packet may be muxed first
     inp = open_input(src)
     vin = inp.streams.video[0]
     vin.thread_type = "AUTO"
@@ -127,21 +198,22 @@ def transcode(src: str | Path, dst: str | Path, process: Callable[[int, np.ndarr
         vout.pix_fmt = pix_fmt or ("yuv420p" if (w % 2 == 0 and h % 2 == 0) else "yuv444p")
         vout.time_base = vin.time_base
         vout.codec_context.time_base = vin.time_base  # variable frame rates keep every timestamp (no rounding to 1/fps)
-        if codec in ("libx264", "libx265", "h264", "hevc"):
-            vout.options = {"crf": str(crf), "preset": preset}
-        out.metadata.update({k: v for k, v in inp.metadata.items() if k not in ("encoder", STREAM_TAG)})
+        vout.options = encoder_options(codec, crf, preset)
+        if rotation:
+            vout.set_display_rotation(rotation)
+        out.metadata.update(kept_metadata(inp.metadata, keep_metadata))
         out.metadata.update(metadata or {})
-        vout.metadata.update(vin.metadata)
+        vout.metadata.update(kept_metadata(vin.metadata, keep_metadata, TECHNICAL_STREAM_TAGS))
+        writer = _Writer(out, dst, vout, video_digest)
         copies = {}
         for s in list(inp.streams.audio) + list(inp.streams.subtitles):
             try:
                 copies[s] = out.add_stream_from_template(s)
-                copies[s].metadata.update(s.metadata)
+                copies[s].metadata.update(kept_metadata(s.metadata, keep_metadata, TECHNICAL_STREAM_TAGS))
             except (ValueError, av.error.FFmpegError) as e:
                 warn(f"stream {s.index} ({s.type}) cannot be copied into {dst.suffix}: {e}")
         total = vin.frames or (int(float(vin.duration * vin.time_base) * rate) if vin.duration else None)
         bar = tqdm(total=total or None, desc=desc, unit="frame", disable=not progress, dynamic_ncols=True)
-        rotation = None
         last_pts = None
         try:
             for packet in inp.demux([vin, *copies]):
@@ -152,10 +224,6 @@ def transcode(src: str | Path, dst: str | Path, process: Callable[[int, np.ndarr
                         warn(f"damaged video data skipped near frame {written}: {e}")
                         continue
                     for frame in frames:
-                        if rotation is None:
-                            rotation = int(round(frame.rotation or 0))
-                            if rotation:
-                                vout.set_display_rotation(rotation)
                         img = _rotate(frame.to_ndarray(format="rgb24"), rotation)
                         img = _unrotate(process(written, img), rotation)
                         new = av.VideoFrame.from_ndarray(img, format="rgb24")
@@ -163,24 +231,28 @@ def transcode(src: str | Path, dst: str | Path, process: Callable[[int, np.ndarr
                         if last_pts is not None and pts <= last_pts:
                             pts = last_pts + 1
                         new.pts, new.time_base, last_pts = pts, vin.time_base, pts
-                        for p in vout.encode(new):
-                            out.mux(p)
+                        writer.mux(vout.encode(new))
                         written += 1
                         bar.update(1)
                 elif packet.dts is not None:
                     packet.stream = copies[packet.stream]
-                    out.mux(packet)
+                    writer.mux([packet])
         except KeyboardInterrupt:
             interrupted = True
         except av.error.FFmpegError as e:
             warn(f"input ends early (truncated or damaged): {e}; {written} frames kept")
         bar.close()
-        for p in vout.encode(None):
-            out.mux(p)
-        out.close()
+        writer.mux(vout.encode(None))
+        try:
+            out.close()
+        except (av.error.FFmpegError, OSError) as e:
+            raise OutputError(f"cannot write {dst}: {getattr(e, 'strerror', None) or e}") from None
         inp.close()
     except BaseException:
-        out.close()
+        try:
+            out.close()
+        except (av.error.FFmpegError, OSError):
+            pass  # already failing: the first error is the one to report
         inp.close()
         tmp.unlink(missing_ok=True)
         raise
@@ -199,3 +271,18 @@ def count_frames(path: str | Path) -> int:
         return sum(1 for _ in c.decode(video=0))
     finally:
         c.close()
+
+
+def video_packets_sha256(path: str | Path) -> str:
+    """SHA-256 of the first video stream's encoded packets, in order: the same after a remux that copies them."""
+    import hashlib
+
+    h = hashlib.sha256()
+    c = open_input(path)
+    try:
+        for p in c.demux(c.streams.video[0]):
+            if p.size:
+                h.update(bytes(p))
+    finally:
+        c.close()
+    return h.hexdigest()

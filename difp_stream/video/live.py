@@ -15,7 +15,9 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .io import InputError, OutputError, _rotate, partial_path
+from ..errors import InputError, OutputError, redact
+from ..files import partial_path
+from .io import _rotate
 
 
 def is_url(path: str) -> bool:
@@ -61,6 +63,7 @@ class LiveSource:
 
     def __init__(self, url: str, opts: SourceOptions | None = None, log=print):
         self.url, self.opts, self.log = str(url), opts or SourceOptions(), log
+        self.name = redact(self.url)  # for messages: a camera URL's credentials never reach a log
         self._q: deque[LiveFrame] = deque()
         self._cv = threading.Condition()
         self._stop = threading.Event()
@@ -106,6 +109,7 @@ class LiveSource:
                        timeout=(self.opts.timeout + 5, None))  # reads: the RTSP socket timeout
 
     def _run(self) -> None:
+        # a connection that opens but delivers no frame counts as a failed attempt: the same backoff, the same limit
         failures, lost_at, delay = 0, None, self.opts.retry_delay
         try:
             while not self._stop.is_set():
@@ -113,26 +117,30 @@ class LiveSource:
                     c = self._open()
                     if not c.streams.video:
                         c.close()
-                        raise InputError(f"{self.url} has no video stream")
+                        raise InputError(f"{self.name} has no video stream")
                 except (av.error.FFmpegError, OSError, InputError) as e:
-                    failures += 1
-                    if 0 <= self.opts.retries < failures:
-                        self.error = InputError(f"cannot open {self.url} after {failures} attempt(s): {e}")
-                        return
-                    self.log(f"source {self.url}: {e}; retrying in {delay:.1f} s")
-                    self._stop.wait(delay)
-                    delay = min(delay * 2, self.opts.max_delay)
-                    continue
-                failures, delay = 0, self.opts.retry_delay
-                self.connects += 1
-                try:
-                    lost_at = self._read(c, lost_at)
-                finally:
-                    c.close()
-                if not is_url(self.url) and not self._stop.is_set():
-                    return  # a file source ends at its end
-                if not self._stop.is_set():
-                    self.log(f"source {self.url} lost; reconnecting")
+                    err = e
+                else:
+                    self.connects += 1
+                    before = self.frames
+                    try:
+                        lost_at = self._read(c, lost_at)
+                    finally:
+                        c.close()
+                    if not is_url(self.url) or self._stop.is_set():
+                        return  # a file source ends at its end
+                    if self.frames > before:
+                        failures, delay = 0, self.opts.retry_delay
+                        self.log(f"source {self.name} lost; reconnecting")
+                        continue
+                    err = InputError("the connection delivered no frame")
+                failures += 1
+                if 0 <= self.opts.retries < failures:
+                    self.error = InputError(f"cannot open {self.name} after {failures} attempt(s): {_clean(err, self.url)}")
+                    return
+                self.log(f"source {self.name}: {_clean(err, self.url)}; retrying in {delay:.1f} s")
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.opts.max_delay)
         finally:
             self.done.set()
             with self._cv:
@@ -180,8 +188,13 @@ class LiveSource:
                 self._push(LiveFrame(self.frames, img, now))
                 self.frames += 1
         except (av.error.FFmpegError, OSError) as e:
-            self.log(f"source {self.url}: {e}")
+            self.log(f"source {self.name}: {_clean(e, self.url)}")
         return time.monotonic()
+
+
+def _clean(e: Exception, url: str) -> str:
+    """An error message with the URL's credentials taken out (FFmpeg quotes the URL it failed on)."""
+    return str(e).replace(url, redact(url))
 
 
 # ------------------------------------------------------------------------------------------------------------ sinks
@@ -255,7 +268,7 @@ class RtspSink:
         try:
             self._connect()
         except (av.error.FFmpegError, OSError) as e:
-            raise OutputError(f"cannot publish to {self.url}: {e}") from None
+            raise OutputError(f"cannot publish to {redact(self.url)}: {_clean(e, self.url)}") from None
 
     def _connect(self) -> None:
         self.enc = _Encoder(self.url, self.fps, self.size, "rtsp", {"rtsp_transport": self.transport},
@@ -270,7 +283,7 @@ class RtspSink:
                 return
             try:
                 self._connect()
-                self.log(f"output {self.url}: reconnected")
+                self.log(f"output {redact(self.url)}: reconnected")
             except (av.error.FFmpegError, OSError):
                 self._next_try = time.monotonic() + self._delay
                 self._delay = min(self._delay * 2, self.max_delay)
@@ -280,7 +293,7 @@ class RtspSink:
             self.enc.write(img, t)
             self.frames += 1
         except (av.error.FFmpegError, OSError) as e:
-            self.log(f"output {self.url}: {e}; reconnecting")
+            self.log(f"output {redact(self.url)}: {_clean(e, self.url)}; reconnecting")
             self._drop_connection()
             self.dropped += 1
             self._next_try = time.monotonic() + self._delay

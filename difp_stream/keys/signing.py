@@ -1,0 +1,101 @@
+"""Who wrote a key file: the filter signs what it writes with its Ed25519 key; readers accept only the signers they
+trust. Without this anyone holding the recipient's *public* key could seal records of their own (chosen pixels) and
+have them pasted into a restored video as if the filter had made them.
+
+The filter host's key lives in the config folder (``$DIFP_STREAM_CONFIG`` or ``~/.config/difp-stream``):
+``signer.key`` (PKCS#8 PEM, 0600, made on first use) and ``signer.key.pub``; readers trust that key, the public keys
+in ``trusted/*.pub`` there, and any given with ``--trust``."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from ..errors import KeyError_
+
+CONTEXT = b"difp-stream key file statement v1\n"
+
+
+def config_dir() -> Path:
+    return Path(os.environ.get("DIFP_STREAM_CONFIG") or Path.home() / ".config" / "difp-stream")
+
+
+def generate_signer(path: str | Path) -> tuple[Path, Path]:
+    """Write a new Ed25519 signing key (PEM, mode 0600; never replaces one) and ``PATH.pub``."""
+    path = Path(path)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    pub = path.with_name(path.name + ".pub")
+    pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+    return path, pub
+
+
+def host_signer() -> Ed25519PrivateKey:
+    """This host's signing key, made on first use."""
+    path = config_dir() / "signer.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            generate_signer(path)
+            print(f"note: made this host's key-file signing key {path} (readers trust {path}.pub)", file=sys.stderr)
+        except FileExistsError:  # another process made it meanwhile
+            pass
+    return load_signer(path)
+
+
+def load_signer(path: str | Path) -> Ed25519PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    except (ValueError, TypeError, OSError) as e:
+        raise KeyError_(f"cannot read signing key {path}: {e}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyError_(f"{path} is not an Ed25519 signing key (make one with `difp-stream keygen --signer`)")
+    return key
+
+
+def load_verifier(path: str | Path) -> Ed25519PublicKey:
+    try:
+        key = serialization.load_pem_public_key(Path(path).read_bytes())
+    except (ValueError, OSError) as e:
+        raise KeyError_(f"cannot read signer public key {path}: {e}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise KeyError_(f"{path} is not an Ed25519 public key (a filter's signer.key.pub)")
+    return key
+
+
+def raw(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def signer_fingerprint(key: Ed25519PublicKey) -> str:
+    h = hashes.Hash(hashes.SHA256())
+    h.update(raw(key))
+    return h.finalize()[:8].hex()
+
+
+def default_trusted() -> list[Ed25519PublicKey]:
+    """The host's own signer (if it has one) and every ``trusted/*.pub`` in the config folder."""
+    d = config_dir()
+    paths = ([d / "signer.key.pub"] if (d / "signer.key.pub").exists() else []) + sorted((d / "trusted").glob("*.pub"))
+    return [load_verifier(p) for p in paths]
+
+
+def sign(key: Ed25519PrivateKey, statement: bytes) -> bytes:
+    return key.sign(CONTEXT + statement)
+
+
+def verify(pub: bytes, signature: bytes, statement: bytes) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(pub).verify(signature, CONTEXT + statement)
+        return True
+    except (InvalidSignature, ValueError):
+        return False
