@@ -234,6 +234,16 @@ def _shapes(model, key_resolution: int) -> dict:
             "style": [c.style_tokens, c.token_dim]}
 
 
+def _auto_pair(dst: Path) -> tuple[Path, Path]:
+    """Where the key pair made for an output without --recipient goes."""
+    secret = dst.with_name(dst.name + ".difpkeys.secret")
+    return secret, _pub_of(secret)
+
+
+def _pub_of(secret: Path) -> Path:
+    return secret.with_name(secret.name + ".pub")
+
+
 def _recipient(args, dst: Path, staged):
     """The public key to seal to; without --recipient a fresh pair is made beside the output (loudly), staged with
     the run's other outputs (a failed run leaves no secret behind)."""
@@ -241,12 +251,11 @@ def _recipient(args, dst: Path, staged):
 
     if args.recipient:
         return load_public(args.recipient)
-    secret = dst.with_name(dst.name + ".difpkeys.secret")
-    pub = secret.with_name(secret.name + ".pub")
+    secret, pub = _auto_pair(dst)
     if secret.exists() or pub.exists():
         raise FileExistsError(f"{secret} exists; pass --recipient or move it away")
     tmp = staged.stage(secret)
-    staged.stage(pub, tmp.with_name(tmp.name + ".pub"))
+    staged.stage(pub, _pub_of(tmp))
     _, tmp_pub = generate(tmp)
     print(f"!!! no --recipient given: a new key pair was made. The SECRET that unlocks the original faces is\n"
           f"!!!   {secret}  (mode 0600)\n"
@@ -292,13 +301,13 @@ def cmd_protect(argv: list[str]) -> int:
     if len(args.output) != 1:
         p.error("one output for a file input (several outputs are for live streams)")
     args.output = args.output[0]
-    import hashlib
     import signal
 
-    from .files import Staged, check_writable
+    from .files import Staged, check_writable, partial_path, remove_stale
     from .keys import KeyWriter, key_path_for
     from .video import InputError, Interrupted, OutputError, transcode
     from .video.images import IMAGE_EXT
+    from .video.io import video_packets_sha256
 
     src, dst = Path(args.input), Path(args.output)
     writers: list = []
@@ -309,6 +318,9 @@ def cmd_protect(argv: list[str]) -> int:
         _check_paths(src, dst, args.overwrite)
         kind = _kind(src)
         keys = not args.no_keys
+        if kind != "folder":  # what a killed run on this output left behind goes (key file and key pair)
+            tmp_secret = partial_path(_auto_pair(dst)[0])
+            remove_stale(partial_path(key_path_for(dst)), tmp_secret, _pub_of(tmp_secret))
         if kind == "video":
             from .video.io import choose_codec, open_input
 
@@ -353,15 +365,14 @@ def cmd_protect(argv: list[str]) -> int:
             key_path = Path(args.keys) if args.keys else key_path_for(dst)
             fp, writer = make(key_path if keys else None, media="video")
             meta = {"difp_stream_id": writer.stream_id.hex()} if writer else {}
-            digest, stopped = hashlib.sha256(), None
+            stopped = None
             try:
                 n = transcode(src, dst, fp.process, codec=args.codec, crf=args.crf, preset=args.preset,
-                              progress=not args.no_progress, metadata=meta, keep_metadata=args.keep_metadata,
-                              video_digest=digest)
+                              progress=not args.no_progress, metadata=meta, keep_metadata=args.keep_metadata)
             except Interrupted as e:  # the frames done so far are a playable output: their keys go with them
                 stopped, n = e, e.frames
-            if writer:
-                writer.close(media={"packets_sha256": digest.hexdigest()})
+            if writer:  # the video's encoded packets, as written: they survive a remux that drops the tag
+                writer.close(media={"packets_sha256": video_packets_sha256(dst)})
             staged.commit()
             if stopped:
                 raise stopped
@@ -667,19 +678,23 @@ def cmd_recover(argv: list[str]) -> int:
         reader = _open_keys(args)
         kind = _kind(src)
         _check_media(src, kind, reader, args.keys)
-        records = list(reader.records(args.track))  # every record authenticated before anything is written
+        # every record decrypted once before anything is written (then again as the frames come: a long recovery
+        # holds one frame's records at a time, not the whole file's pixels)
+        faces = exact = 0
+        for r in reader.records(args.track):
+            faces, exact = faces + 1, exact + (r.exact is not None)
         model, device = _model_for_keys(args, reader.header)
-        rec = FaceRecoverer(_protector(args, model, device), records)
+        rec = FaceRecoverer(_protector(args, model, device), reader.records(args.track))
         tracks = sorted(args.track) if args.track else reader.tracks
         try:  # no disclosure without its audit line: written first, and a log that cannot be written stops it
             log = audit.append(args.keys, "recover", tracks=tracks, input=str(src),
-                               input_sha256=audit.sha256_file(src), output=str(dst), faces=len(records))
+                               input_sha256=audit.sha256_file(src), output=str(dst), faces=faces)
         except OSError as e:
             raise OutputError(f"cannot write the audit log {audit.audit_path(args.keys)}: {e.strerror or e}; "
                               "nothing was restored") from None
         if kind == "video":
             # 4:4:4 so that restored faces are not blurred again by chroma subsampling; exact records: lossless
-            crf = args.crf if args.crf is not None else 0 if any(r.exact is not None for r in records) else 4
+            crf = args.crf if args.crf is not None else 0 if exact else 4
             transcode(src, dst, rec.process, codec=args.codec, crf=crf, preset=args.preset,
                       progress=not args.no_progress, desc="recovering", pix_fmt="yuv444p", keep_metadata=True)
         else:

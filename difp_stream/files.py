@@ -26,6 +26,14 @@ def check_writable(folder: str | Path) -> None:
         raise OutputError(f"cannot write into {folder}: {e.strerror or e}") from None
 
 
+def remove_stale(*tmps: str | Path) -> None:
+    """Remove partial files that a killed run left behind (said on stderr)."""
+    for tmp in map(Path, tmps):
+        if tmp.exists():
+            print(f"note: removing {tmp}, left by an earlier run that did not finish", file=sys.stderr)
+            tmp.unlink()
+
+
 class Staged:
     """``stage(final) -> partial path`` to write to; ``commit()`` renames them all to their final names;
     ``discard()`` removes them. A partial file left by a killed run is replaced (said once on stderr)."""
@@ -36,9 +44,7 @@ class Staged:
     def stage(self, final: str | Path, tmp: str | Path | None = None) -> Path:
         final = Path(final)
         tmp = Path(tmp) if tmp is not None else partial_path(final)
-        if tmp.exists():
-            print(f"note: removing {tmp}, left by an earlier run that did not finish", file=sys.stderr)
-            tmp.unlink()
+        remove_stale(tmp)
         self.files[final] = tmp
         return tmp
 

@@ -29,6 +29,10 @@ class PipelineConfig:
     min_difp: int = 40  # faces narrower than this (pixels) get the blur cover: too small for a fake face to hold
     max_misses: int = 12  # frames a track is kept (and covered) without a detection
     identity_refresh: int = 0  # recompute a track's identity code every N frames (0: once per track)
+    max_edge_cut: float = 0.15  # a face with more than this share of its box outside the frame is blurred (cut
+    #                             faces cannot be aligned; the detector finds them on a padded frame)
+    change_level: float = 12.0  # with detect_every > 1: a frame whose picture changed by more than this (0-255,
+    #                            1/8-scale grey) outside the tracked faces is detected anyway (a new face shows up)
     max_yaw: float = 0.3  # nose offset from the eyes' midpoint / eye distance above which a face is blurred instead
     protect_every: int = 4  # full DIFP run per track every N frames; frames between are carried (Protector.carry)
     carry_cutoff: int = 8  # latent low-pass size of the motion carried between keyframes
@@ -112,6 +116,7 @@ class FaceProtector:
         self.log = log or (lambda m: print(f"warning: {m}", file=sys.stderr))
         self._warned: set[str] = set()
         self.last_faces: list = []
+        self._ref: np.ndarray | None = None  # 1/8-scale grey of the last detected frame (detect_every > 1)
 
     def warmup(self) -> None:
         """Run every stage once on a blank frame (runtime sessions, lazy model loads) so that the first real frames
@@ -130,13 +135,27 @@ class FaceProtector:
             self.log(msg)
 
     def tracks_for(self, index: int, frame: np.ndarray) -> list[Track]:
-        if index % max(1, self.cfg.detect_every) == 0:
+        every = max(1, self.cfg.detect_every)
+        thumb = _thumb(frame) if every > 1 else None
+        if index % every == 0 or self._changed(thumb, index):
             with self.timings("detect"):
                 faces = self.detector.detect([frame])[0]
+            self._ref = thumb
             with self.timings("track"):
                 return self.tracker.update(faces, index)
         with self.timings("track"):
             return self.tracker.predict(index)
+
+    def _changed(self, thumb: np.ndarray, index: int) -> bool:
+        """Between detections: did the picture change outside the faces already tracked (someone new walks in)?"""
+        if self._ref is None or self._ref.shape != thumb.shape:
+            return True
+        diff = np.abs(thumb - self._ref) > self.cfg.change_level
+        for t in self.tracker.tracks:  # where tracked faces move is no news: they are covered anyway
+            box, _ = t.shifted(index - t.last_seen)
+            cx, cy, half = (box[0] + box[2]) / 16, (box[1] + box[3]) / 16, 0.75 * max(box[2] - box[0], box[3] - box[1]) / 8
+            diff[max(0, int(cy - half)):max(0, int(cy + half) + 1), max(0, int(cx - half)):max(0, int(cx + half) + 1)] = False
+        return int(diff.sum()) >= 4
 
     def process(self, index: int, frame: np.ndarray, fast: bool = False) -> np.ndarray:
         """Protect every face of one RGB frame (a copy is returned). ``fast`` (live mode, behind real time): no
@@ -153,9 +172,10 @@ class FaceProtector:
             self.last_faces.append((t.id, box, lms))
             self.stats.faces += 1
             self.stats.tracks.add(t.id)
-            if align.is_profile(lms, self.cfg.max_yaw) or box[2] - box[0] < self.cfg.min_difp:
-                self._cover_box(out, box)  # a profile (the frontal template cannot cover it) or a tiny face
-                continue
+            if (align.is_profile(lms, self.cfg.max_yaw) or box[2] - box[0] < self.cfg.min_difp
+                    or _outside(box, frame.shape) > self.cfg.max_edge_cut):
+                self._cover_box(out, box)  # a profile (the frontal template cannot cover it), a tiny face, or one
+                continue  #                  cut by the frame's edge
             try:
                 m128 = align.similarity(lms, 128)
             except ValueError:
@@ -321,18 +341,51 @@ class FaceProtector:
                 self.on_key(FaceRecord(t.id, index, m, out_keys[k], exact))
 
 
+def _thumb(frame: np.ndarray) -> np.ndarray:
+    h, w = frame.shape[:2]
+    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    return cv2.resize(grey, (max(1, w // 8), max(1, h // 8)), interpolation=cv2.INTER_AREA).astype(np.int16)
+
+
+def _outside(box: np.ndarray, shape: tuple) -> float:
+    """Share of a face box that lies outside the frame."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    h, w = shape[:2]
+    area = max(x1 - x0, 1e-6) * max(y1 - y0, 1e-6)
+    inside = max(0.0, min(x1, w) - max(x0, 0)) * max(0.0, min(y1, h) - max(y0, 0))
+    return 1 - inside / area
+
+
 class FaceRecoverer:
     """Authorized replay: paste recovered faces (from decrypted key records) back into protected frames."""
 
-    def __init__(self, protector: Protector, records: list[FaceRecord]):
+    def __init__(self, protector: Protector, records):
+        """``records``: any iterable of :class:`FaceRecord` (a key file's, in the order it was written); it is read
+        as the frames come, so a long recovery holds one frame's records at a time. Records out of frame order are
+        sorted first (the whole list is then held)."""
         self.p = protector
-        self.by_frame: dict[int, list[FaceRecord]] = {}
-        for r in records:
-            self.by_frame.setdefault(r.frame_index, []).append(r)
+        if isinstance(records, list) and any(a.frame_index > b.frame_index for a, b in zip(records, records[1:])):
+            records = sorted(records, key=lambda r: r.frame_index)
+        self._records = iter(records)
+        self._next: FaceRecord | None = None
         self.restored = 0
 
+    def _take(self, index: int) -> list[FaceRecord]:
+        """The records of frame ``index`` (earlier ones, for frames that never came, are passed over)."""
+        recs = []
+        while True:
+            if self._next is None:
+                self._next = next(self._records, None)
+                if self._next is None:
+                    return recs
+            if self._next.frame_index > index:
+                return recs
+            if self._next.frame_index == index:
+                recs.append(self._next)
+            self._next = None
+
     def process(self, index: int, frame: np.ndarray) -> np.ndarray:
-        recs = self.by_frame.pop(index, None)
+        recs = self._take(index)
         if not recs:
             return frame
         out = frame.copy()

@@ -33,12 +33,27 @@ def _anchors(width: int, height: int) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
+def tiles(h: int, w: int, max_aspect: float = 2.0) -> list[tuple[int, int, int, int]]:
+    """Windows (x0, y0, x1, y1) covering an ``h`` x ``w`` frame, all of one size: the frame itself, or for a very
+    long or tall picture (aspect above ``max_aspect``: a panorama, a scanned strip) overlapping windows 1.5 times as
+    long as the short side, so that scaling for the network does not shrink its faces to nothing."""
+    short, long_ = min(h, w), max(h, w)
+    if long_ <= max_aspect * short:
+        return [(0, 0, w, h)]
+    size, stride = int(1.5 * short), short  # neighbours overlap by half the short side: any face fits in one
+    starts = list(range(0, long_ - size, stride)) + [long_ - size]
+    return [(s, 0, s + size, h) if w >= h else (0, s, w, s + size) for s in starts]
+
+
 class Detector:
     """``detect(frames) -> [[Face, ...] per frame]``. Frames are RGB uint8 ``[H, W, 3]`` (a list or a batch of
-    equal size). Frames larger than ``max_side`` are downscaled for the network; results are in frame pixels."""
+    equal size). Each frame is padded by ``pad`` (a share of its short side, a neutral grey) so that faces cut by
+    the frame's edge are still found; very long pictures are cut into overlapping windows (:func:`tiles`); what the
+    network sees is downscaled to ``max_side``; results are in frame pixels and may reach past the frame's edge."""
 
     def __init__(self, threshold: float = 0.6, nms: float = 0.4, max_side: int = 640, min_size: int = 12,
-                 providers: list[str] | None = None, threads: int | None = None):
+                 providers: list[str] | None = None, threads: int | None = None, pad: float = 0.15,
+                 batch: int = 8):
         import onnxruntime as ort
         from retinaface.weights import WEIGHTS
 
@@ -48,25 +63,49 @@ class Detector:
             opts.intra_op_num_threads = threads
         self.session = ort.InferenceSession(WEIGHTS, opts, providers=providers or ["CPUExecutionProvider"])
         self.threshold, self.nms, self.max_side, self.min_size = threshold, nms, max_side, min_size
+        self.pad, self.batch = pad, batch
 
     def detect(self, frames) -> list[list[Face]]:
         frames = list(frames)
         if not frames:
             return []
         h, w = frames[0].shape[:2]
-        scale = min(1.0, self.max_side / max(h, w))
-        nw, nh = max(32, int(round(w * scale))), max(32, int(round(h * scale)))
-        batch = np.empty((len(frames), 3, nh, nw), np.float32)
+        wins = tiles(h, w)
+        tw, th = wins[0][2] - wins[0][0], wins[0][3] - wins[0][1]
+        p = int(round(self.pad * min(tw, th)))
+        pw, ph = tw + 2 * p, th + 2 * p
+        scale = min(1.0, self.max_side / max(pw, ph))
+        nw, nh = max(32, int(round(pw * scale))), max(32, int(round(ph * scale)))
+        jobs = []  # (frame index, window)
         for i, f in enumerate(frames):
             if f.shape[:2] != (h, w):
                 raise ValueError("frames of one detect() call must have the same size")
-            small = cv2.resize(f, (nw, nh), interpolation=cv2.INTER_AREA) if (nw, nh) != (w, h) else f
-            batch[i] = (small[:, :, ::-1].astype(np.float32) - _MEAN_BGR).transpose(2, 0, 1)
-        loc, conf, lms = self.session.run(None, {"input": batch})
+            jobs += [(i, win) for win in wins]
+        found: list[list[Face]] = [[] for _ in frames]
         anchors = _anchors(nw, nh)
-        sx, sy = w / nw, h / nh
-        return [self._decode(loc[i], conf[i, :, 1], lms[i], anchors, nw, nh, sx, sy) for i in range(len(frames))]
+        sx, sy = pw / nw, ph / nh
+        for k in range(0, len(jobs), self.batch):
+            part = jobs[k:k + self.batch]
+            batch = np.empty((len(part), 3, nh, nw), np.float32)
+            for j, (i, (x0, y0, x1, y1)) in enumerate(part):
+                win = cv2.copyMakeBorder(frames[i][y0:y1, x0:x1], p, p, p, p, cv2.BORDER_CONSTANT,
+                                         value=(123, 117, 104))  # the network's mean colour: 0 after normalising
+                small = cv2.resize(win, (nw, nh), interpolation=cv2.INTER_AREA) if (nw, nh) != (pw, ph) else win
+                batch[j] = (small[:, :, ::-1].astype(np.float32) - _MEAN_BGR).transpose(2, 0, 1)
+            loc, conf, lms = self.session.run(None, {"input": batch})
+            for j, (i, (x0, y0, _, _)) in enumerate(part):
+                shift = np.array([x0 - p, y0 - p], np.float32)
+                for f in self._decode(loc[j], conf[j, :, 1], lms[j], anchors, nw, nh, sx, sy):
+                    found[i].append(Face(f.box + np.tile(shift, 2), f.landmarks + shift, f.score))
+        return [self._merge(f) if len(wins) > 1 else f for f in found]
 
+    def _merge(self, faces: list[Face]) -> list[Face]:
+        """One face per person where overlapping windows both found it."""
+        if len(faces) < 2:
+            return faces
+        xywh = [[*f.box[:2], *(f.box[2:] - f.box[:2])] for f in faces]
+        idx = cv2.dnn.NMSBoxes([list(map(float, b)) for b in xywh], [f.score for f in faces], self.threshold, self.nms)
+        return [faces[i] for i in np.asarray(idx).reshape(-1)]
     def _decode(self, loc, score, lms, anchors, nw, nh, sx, sy) -> list[Face]:
         keep = score > self.threshold
         if not keep.any():

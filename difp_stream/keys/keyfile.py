@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import mmap
 import os
 import struct
 import time
@@ -43,6 +44,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..difp.protector import FaceKey
+from ..errors import OutputError
 from .crypto import KeyError_, fingerprint, seal, unseal
 from .signing import default_trusted, host_signer, raw, sign, signer_fingerprint, verify
 
@@ -187,7 +189,10 @@ class KeyWriter:
         self._signed_at, self._dirty = time.monotonic(), False
 
     def _record(self, kind: bytes, body: bytes) -> None:
-        self._f.write(_HEAD.pack(kind[0], len(body)) + body)
+        try:
+            self._f.write(_HEAD.pack(kind[0], len(body)) + body)
+        except OSError as e:  # disk full, file too large, I/O error
+            raise OutputError(f"cannot write key file {self.path}: {e.strerror or e}") from None
 
     def _chained(self, kind: bytes, t: int, body: bytes) -> None:
         self._record(kind, body)
@@ -216,13 +221,13 @@ class KeyWriter:
             statement["media"] = media
         body = json.dumps(statement, sort_keys=True).encode()
         self._record(b"S", sign(self.signer, body) + body)
-        self._f.flush()
+        self._sync(fsync=False)
         self._signed_at, self._dirty = time.monotonic(), False
 
     def flush(self) -> None:
         if self._dirty:
             self.checkpoint()
-        self._f.flush()
+        self._sync(fsync=False)
 
     def close(self, media: dict | None = None) -> None:
         """End every track, sign the whole file (with ``media``: what it belongs to) and close it."""
@@ -235,16 +240,26 @@ class KeyWriter:
                 self._chained(b"E", t, struct.pack("<I", t) + nonce + ct)
                 self._chains[t][2] = True
             self.checkpoint(final=True, media=media)
-            os.fsync(self._f.fileno())
+            self._sync(fsync=True)
         finally:
-            self._f.close()
-            self._keys.clear()  # the filter side forgets the data keys: it cannot decrypt what it wrote
+            self.abort()  # the filter side forgets the data keys: it cannot decrypt what it wrote
+
+    def _sync(self, fsync: bool) -> None:
+        try:
+            self._f.flush()
+            if fsync:
+                os.fsync(self._f.fileno())
+        except OSError as e:
+            raise OutputError(f"cannot write key file {self.path}: {e.strerror or e}") from None
 
     def abort(self) -> None:
         """Close the file without signing its end (a failed run: the caller removes it)."""
-        if not self._f.closed:
-            self._f.close()
         self._keys.clear()
+        if not self._f.closed:
+            try:
+                self._f.close()
+            except OSError:
+                pass  # already failing: the first error is the one reported
 
     def __enter__(self):
         return self
@@ -255,8 +270,17 @@ class KeyWriter:
 
 @dataclass
 class _Raw:
+    """One record; its body is read from the (memory-mapped) file when asked for, so a large file of exact-mode
+    pixels is not held in memory."""
+
     kind: str
-    body: bytes
+    buf: object
+    start: int
+    size: int
+
+    @property
+    def body(self) -> bytes:
+        return bytes(self.buf[self.start:self.start + self.size])
 
 
 def read_raw(data: bytes) -> tuple[dict, bytes, list[_Raw], bool]:
@@ -280,7 +304,7 @@ def read_raw(data: bytes) -> tuple[dict, bytes, list[_Raw], bool]:
             break
         if chr(kind) not in "HTFESX":
             raise KeyError_(f"key file is damaged (unknown record type {kind})")
-        recs.append(_Raw(chr(kind), data[pos:pos + n]))
+        recs.append(_Raw(chr(kind), data, pos, n))
         pos += n
     if not recs or recs[0].kind != "H":
         raise KeyError_("key file has no header")
@@ -299,9 +323,9 @@ def read_raw(data: bytes) -> tuple[dict, bytes, list[_Raw], bool]:
 
 
 def _track_of(r: _Raw) -> int:
-    if len(r.body) < 4:
+    if r.size < 4:
         raise KeyError_(f"key file is damaged (short {r.kind} record)")
-    return struct.unpack_from("<I", r.body)[0]
+    return struct.unpack_from("<I", r.buf, r.start)[0]
 
 
 class KeyReader:
@@ -312,8 +336,9 @@ class KeyReader:
     def __init__(self, path: str | Path, secret, partial: bool = False, trusted: list | None = None):
         self.path = Path(path)
         try:
-            data = self.path.read_bytes()
-        except OSError as e:
+            with open(self.path, "rb") as f:
+                data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(f.fileno()).st_size else b""
+        except (OSError, ValueError) as e:
             raise KeyError_(f"cannot read key file {path}: {e}") from None
         self.header, header_body, recs, self.truncated = read_raw(data)
         self.stream_id = bytes.fromhex(self.header["stream_id"])
@@ -401,14 +426,15 @@ class KeyReader:
             raise KeyError_(f"track(s) {sorted(missing)} not in the key file (tracks: {self.tracks})")
         seen: dict[int, int] = {t: 0 for t in want}
         for r in self._recs:
-            if r.kind == "F" and len(r.body) >= 8 + 12 + 16:
-                t, seq = struct.unpack_from("<II", r.body)
+            if r.kind == "F" and r.size >= 8 + 12 + 16:
+                t, seq = struct.unpack_from("<II", r.buf, r.start)
                 if t not in want:
                     continue
                 if seq != seen[t]:
                     raise KeyError_(f"track {t}: record {seen[t]} is missing or out of order (file altered)")
+                body = r.body
                 try:
-                    plain = AESGCM(self._key(t)).decrypt(r.body[8:20], r.body[20:], _aad(b"F", self.bound, t, seq))
+                    plain = AESGCM(self._key(t)).decrypt(body[8:20], body[20:], _aad(b"F", self.bound, t, seq))
                 except InvalidTag:
                     raise KeyError_(f"track {t}: record {seq} failed authentication (the key file was altered)") from None
                 seen[t] += 1
@@ -418,12 +444,12 @@ class KeyReader:
                     raise KeyError_(f"track {t}: record {seq} is malformed: {e}") from None
             elif r.kind == "F":
                 raise KeyError_("key file is damaged (short face record)")
-            elif r.kind == "E" and len(r.body) >= 4 + 12 + 16:
-                t = struct.unpack_from("<I", r.body)[0]
+            elif r.kind == "E" and r.size >= 4 + 12 + 16:
+                t, body = _track_of(r), r.body
                 if t not in want:
                     continue
                 try:
-                    count = struct.unpack("<I", AESGCM(self._key(t)).decrypt(r.body[4:16], r.body[16:],
+                    count = struct.unpack("<I", AESGCM(self._key(t)).decrypt(body[4:16], body[16:],
                                                                              _aad(b"E", self.bound, t)))[0]
                 except InvalidTag:
                     raise KeyError_(f"track {t}: end record failed authentication (the key file was altered)") from None

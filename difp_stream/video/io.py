@@ -150,14 +150,12 @@ def first_rotation(path: str | Path) -> int:
 class _Writer:
     """Mux into the output; a failed write (disk full, file too large, I/O error) is an :class:`OutputError`."""
 
-    def __init__(self, out, dst: Path, video_stream, digest=None):
-        self.out, self.dst, self.vout, self.digest = out, dst, video_stream, digest
+    def __init__(self, out, dst: Path):
+        self.out, self.dst = out, dst
 
     def mux(self, packets) -> None:
         try:
             for p in packets:
-                if self.digest is not None and p.stream is self.vout:
-                    self.digest.update(bytes(p))
                 self.out.mux(p)
         except (av.error.FFmpegError, OSError) as e:
             raise OutputError(f"cannot write {self.dst}: {getattr(e, 'strerror', None) or e}") from None
@@ -166,14 +164,12 @@ class _Writer:
 def transcode(src: str | Path, dst: str | Path, process: Callable[[int, np.ndarray], np.ndarray],
               codec: str | None = None, crf: int = 18, preset: str = "veryfast", progress: bool = True,
               desc: str = "protecting", on_warning: Callable[[str], None] | None = None,
-              metadata: dict | None = None, pix_fmt: str | None = None, keep_metadata: bool = False,
-              video_digest=None) -> int:
+              metadata: dict | None = None, pix_fmt: str | None = None, keep_metadata: bool = False) -> int:
     """Decode ``src``, call ``process(index, rgb)`` on every frame (display orientation), encode to ``dst``.
     Audio/subtitle streams are copied packet by packet; identifying metadata is dropped unless ``keep_metadata``.
     The output is written to a hidden partial file and renamed when complete; on error it is removed; on Ctrl-C
-    (or SIGTERM, raised as KeyboardInterrupt by the caller) it is finalised (playable) and kept. ``video_digest``
-    (a hashlib object) is fed every encoded video packet: a fingerprint of the video that survives a remux.
-    Returns frames written."""
+    (or SIGTERM, raised as KeyboardInterrupt by the caller) it is finalised (playable) and kept. Returns frames
+    written."""
     warn = on_warning or (lambda m: print(f"warning: {m}", file=sys.stderr))
     dst = Path(dst)
     codec = choose_codec(dst, codec)
@@ -204,7 +200,7 @@ def transcode(src: str | Path, dst: str | Path, process: Callable[[int, np.ndarr
         out.metadata.update(kept_metadata(inp.metadata, keep_metadata))
         out.metadata.update(metadata or {})
         vout.metadata.update(kept_metadata(vin.metadata, keep_metadata, TECHNICAL_STREAM_TAGS))
-        writer = _Writer(out, dst, vout, video_digest)
+        writer = _Writer(out, dst)
         copies = {}
         for s in list(inp.streams.audio) + list(inp.streams.subtitles):
             try:
