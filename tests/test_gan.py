@@ -1,0 +1,102 @@
+"""The pretrained face generator (MobileStyleGAN) ported to PyTorch: same pictures as OpenVINO, W+, early exits."""
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from difp_stream.gan.ir import read_ir
+from difp_stream.gan.mobilestylegan import load_generator
+
+
+def _psnr(a, b) -> float:  # pictures in [-1, 1]
+    return float(10 * np.log10(4.0 / max(float(np.mean((np.asarray(a) - np.asarray(b)) ** 2)), 1e-12)))
+
+
+@pytest.fixture(scope="module")
+def gen():
+    return load_generator()
+
+
+@pytest.fixture(scope="module")
+def styles(gen):
+    z = torch.randn(2, 512, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        return gen.mapping(z)
+
+
+def _wheel() -> Path | None:
+    """The random-face wheel, where .ci/run (or a developer) downloaded it: $DIFP_RANDOM_FACE_WHEEL."""
+    p = os.environ.get("DIFP_RANDOM_FACE_WHEEL")
+    return Path(p) if p and Path(p).is_file() else None
+
+
+@pytest.mark.skipif(_wheel() is None, reason="random-face wheel not downloaded (DIFP_RANDOM_FACE_WHEEL)")
+def test_port_matches_openvino(tmp_path, gen, styles):
+    ov = pytest.importorskip("openvino")
+    with zipfile.ZipFile(_wheel()) as z:
+        for stem in ("MappingNetwork", "SynthesisNetwork"):
+            for ext in ("xml", "bin"):
+                z.extract(f"random_face/data/{stem}.{ext}", tmp_path)
+    d = tmp_path / "random_face" / "data"
+    core = ov.Core()
+    cfg = {"INFERENCE_PRECISION_HINT": "f32"}
+    mapping = core.compile_model(core.read_model(d / "MappingNetwork.xml"), "CPU", cfg)
+    synthesis = core.compile_model(core.read_model(d / "SynthesisNetwork.xml"), "CPU", cfg)
+    z = torch.randn(1, 512, generator=torch.Generator().manual_seed(5))
+    w_ov = mapping(z.numpy())[0]
+    with torch.no_grad():
+        w = gen.mapping(z).numpy()
+        img = gen.synthesis(torch.from_numpy(w_ov)).numpy()
+    assert np.abs(w - w_ov).max() < 1e-2
+    assert _psnr(img, synthesis(w_ov)[0]) >= 40
+    assert len(read_ir(d / "SynthesisNetwork.xml", d / "SynthesisNetwork.bin")[0]) == 940
+
+
+def test_w_plus_with_equal_layers_is_the_single_style_render(gen, styles):
+    assert gen.n_layers == 23 and gen.layer_channels[0] == 512 and gen.layer_channels[-1] == 64
+    with torch.no_grad():
+        plus = styles[:1, None].expand(1, gen.n_layers, 512).contiguous()
+        a, b = gen.synthesis(plus, 128), gen.synthesis(styles[:1], 128)
+        assert torch.equal(a, b)
+        other = plus.clone()
+        other[:, 12:] = styles[1:2, None]  # fine layers from another face: a different picture
+        assert _psnr(gen.synthesis(other, 128), b) < 30
+
+
+def test_early_exits_are_the_downscaled_full_render(gen, styles):
+    """512 is the last wavelet stage's low band (the inverse step skipped); 256 and 128 average it down. Tolerance:
+    40 dB against the 1024 render averaged to the same size (measured: 85 dB)."""
+    with torch.no_grad():
+        full = gen.synthesis(styles[:1], 1024)
+        assert full.shape == (1, 3, 1024, 1024) and -1.6 < float(full.min()) < float(full.max()) < 1.6
+        for size in (512, 256, 128):
+            small = gen.synthesis(styles[:1], size)
+            assert small.shape == (1, 3, size, size)
+            assert _psnr(small, F.avg_pool2d(full, 1024 // size)) >= 40
+
+
+def test_bad_inputs_are_refused_clearly(gen, tmp_path):
+    with pytest.raises(ValueError, match=r"\[B, 512\]"):
+        gen.mapping(torch.zeros(1, 511))
+    with pytest.raises(ValueError, match="styles must be"):
+        gen.synthesis(torch.zeros(1, 5, 512))
+    with pytest.raises(ValueError, match="size must be one of"):
+        gen.synthesis(torch.zeros(1, 512), 300)
+    xml = tmp_path / "g.xml"
+    xml.write_text('<net name="g" version="10"><layers>'
+                   '<layer id="0" name="x" type="Parameter"><data shape="1" element_type="f32"/>'
+                   '<output><port id="0"><dim>1</dim></port></output></layer>'
+                   '<layer id="1" name="y" type="Erf"><input><port id="0"/></input>'
+                   '<output><port id="1"><dim>1</dim></port></output></layer>'
+                   '<layer id="2" name="r" type="Result"><input><port id="0"/></input></layer></layers>'
+                   '<edges><edge from-layer="0" from-port="0" to-layer="1" to-port="0"/>'
+                   '<edge from-layer="1" from-port="1" to-layer="2" to-port="0"/></edges></net>')
+    (tmp_path / "g.bin").write_bytes(b"")
+    with pytest.raises(ValueError, match="Erf"):
+        read_ir(xml, tmp_path / "g.bin")
