@@ -107,7 +107,51 @@ def cmd_distill(argv: list[str]) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"train": cmd_train, "distill": cmd_distill, "keygen": cmd_keygen, "recover": cmd_recover, "keys": cmd_keys,
+def cmd_encoder(argv: list[str]) -> int:
+    """The style encoder of the face generator: make training pairs, train (both resumable)."""
+    from .gan.encoder import EncoderConfig
+    from .train.encoder import EncoderTrainConfig
+
+    d = EncoderTrainConfig()
+    p = argparse.ArgumentParser(prog="difp-stream encoder",
+                                description="Train the encoder from face crops to the face generator's styles (W+).")
+    sub = p.add_subparsers(dest="action", required=True)
+    pp = sub.add_parser("pairs", help="render the generator's faces with their styles (resumes by shard)")
+    pp.add_argument("out", help="folder for shard_NNNN.npz")
+    pp.add_argument("--count", type=int, default=20000, help="faces (default: 20000)")
+    pp.add_argument("--shard", type=int, default=250, help="faces per shard (default: 250)")
+    tp = sub.add_parser("train", help="train the encoder on a pairs folder (resumes from OUT/checkpoint.pt)")
+    tp.add_argument("pairs", help="folder of shard_NNNN.npz (more may arrive while it trains)")
+    tp.add_argument("--out", required=True, help="run folder: checkpoint.pt, history.jsonl, model/")
+    tp.add_argument("--size", type=int, default=EncoderConfig.size, help="input crop size (default: 128)")
+    tp.add_argument("--channels", default=",".join(map(str, EncoderConfig.channels)), help="stage widths")
+    for f in ("steps", "batch", "eval_pairs", "reload_every"):
+        tp.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(d, f), help=f"(default: {getattr(d, f)})")
+    for f in ("lr", "checkpoint_seconds", "jitter"):
+        tp.add_argument("--" + f.replace("_", "-"), type=float, default=getattr(d, f), help=f"(default: {getattr(d, f)})")
+    for q in (pp, tp):
+        q.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+        q.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    import torch
+
+    from .train.encoder import EncoderTrainer, make_pairs
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.action == "pairs":
+        shards = make_pairs(args.out, args.count, args.shard, progress=not args.no_progress)
+        print(f"{len(shards)} shards in {args.out}")
+        return EXIT_OK
+    cfg = EncoderTrainConfig(**{k: getattr(args, k) for k in ("steps", "batch", "eval_pairs", "reload_every", "lr",
+                                                              "checkpoint_seconds", "jitter")})
+    mcfg = EncoderConfig(size=args.size, channels=tuple(int(c) for c in args.channels.split(",")))
+    EncoderTrainer(args.pairs, args.out, cfg, mcfg, progress=not args.no_progress).run()
+    print(f"encoder written to {Path(args.out) / 'model'}")
+    return EXIT_OK
+
+
+COMMANDS = {"train": cmd_train, "encoder": cmd_encoder, "distill": cmd_distill, "keygen": cmd_keygen, "recover": cmd_recover, "keys": cmd_keys,
             "export": cmd_export, "bench": cmd_bench}
 
 

@@ -74,7 +74,7 @@ class Detector:
         tw, th = wins[0][2] - wins[0][0], wins[0][3] - wins[0][1]
         p = int(round(self.pad * min(tw, th)))
         pw, ph = tw + 2 * p, th + 2 * p
-        scale = min(1.0, self.max_side / max(pw, ph))
+        scale = min(1.0, self.max_side / max(tw, th))  # the picture itself keeps max_side: padding costs no detail
         nw, nh = max(32, int(round(pw * scale))), max(32, int(round(ph * scale)))
         jobs = []  # (frame index, window)
         for i, f in enumerate(frames):
