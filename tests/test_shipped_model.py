@@ -81,7 +81,7 @@ def test_cli_fast_model_protects_and_recover_finds_it(tmp_path, capsys):
         main([str(src), str(tmp_path / "x.png"), "--model", "fast", "--s-id", "3"])
     assert e.value.code == 2
     assert "distilled for fixed sampling settings" in capsys.readouterr().err
-    for bad, why in ((["--inversion-steps", "3"], "use a divisor of 4"), (["--start-noise", "1.5"], "start_noise must be")):
+    for bad, why in ((["--inversion-steps", "3"], "use a divisor of 4"), (["--start-noise", "1.5"], "--start-noise: 1.5 is out of range")):
         with pytest.raises(SystemExit) as e:
             main([str(src), str(tmp_path / "x.png"), "--model", "fast", *bad])
         assert e.value.code == 2 and why in capsys.readouterr().err
