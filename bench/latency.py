@@ -49,8 +49,9 @@ def main() -> None:
     try:
         clip = Path(args.clip) if args.clip else generated_clip(tmpdir / "clip.mp4", args.frames or 100)
         model = load_model(args.model)
-        benchmark.run(clip, RESULTS, args.name, model, args.frames, args.deface, args.backend, args.steps,
-                      args.protect_every, args.detect_every, not args.no_keys, args.leak_every,
+        benchmark.run(clip, RESULTS, args.name, model, frames=args.frames, deface=args.deface, backend=args.backend,
+                      steps=args.steps, protect_every=args.protect_every, detect_every=args.detect_every,
+                      keys=not args.no_keys, every=args.leak_every,
                       command=f"python bench/latency.py {' '.join(sys.argv[1:])}",
                       label=str(args.clip or "generated 640x480 astronaut clip"))
     finally:

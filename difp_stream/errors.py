@@ -42,3 +42,8 @@ def redact(url: str) -> str:
     if "@" in netloc:
         netloc = "***@" + netloc.rsplit("@", 1)[1]
     return f"{scheme}://{netloc}{slash}{path}"
+
+
+def redact_message(e: Exception | str, url: str) -> str:
+    """An error message with the URL's credentials taken out (FFmpeg quotes the URL it failed on)."""
+    return str(e).replace(str(url), redact(url))

@@ -51,7 +51,7 @@ def test_file_sink_keeps_every_frame_and_arrival_times(tmp_path):
 
     import numpy as np
 
-    from difp_stream.video.live import FileSink
+    from difp_stream.video.sinks import FileSink
 
     arrivals = [0.0, 0.04, 0.041, 0.3, 0.34, 1.5, 1.54, 1.58]
     sink = FileSink(str(tmp_path / "out.mp4"), Fraction(25), (64, 48))
@@ -68,7 +68,7 @@ def test_rtp_clock_is_not_taken_for_a_frame_rate():
     from fractions import Fraction
     from types import SimpleNamespace
 
-    from difp_stream.video.live import _stream_fps
+    from difp_stream.video.source import _stream_fps
 
     assert _stream_fps(SimpleNamespace(average_rate=Fraction(90000), guessed_rate=None)) == 25
     assert _stream_fps(SimpleNamespace(average_rate=None, guessed_rate=Fraction(30000, 1001))) == Fraction(30000, 1001)

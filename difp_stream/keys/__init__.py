@@ -7,7 +7,7 @@ __all__ = ["KeyError_", "generate", "load_public", "load_secret", "FaceRecord", 
            "default_trusted", "generate_signer", "host_signer", "load_signer", "load_verifier"]
 
 
-def key_path_for(output) -> "Path":
+def key_path_for(output):
     """Where an output's key file goes by default: ``OUTPUT.difpkeys`` beside it."""
     from pathlib import Path
 

@@ -16,7 +16,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..gan.encoder import EncoderConfig, StyleEncoder, ffhq_crop, to_tensor

@@ -78,7 +78,7 @@ def open_input(path: str | Path, options: dict | None = None):
     return c
 
 
-def _rotate(img: np.ndarray, rotation: int) -> np.ndarray:
+def rotate(img: np.ndarray, rotation: int) -> np.ndarray:
     """Stored -> display orientation (FFmpeg's rotation is counter-clockwise degrees)."""
     k = (rotation // 90) % 4
     return np.ascontiguousarray(np.rot90(img, k)) if k else img
@@ -220,7 +220,7 @@ def transcode(src: str | Path, dst: str | Path, process: Callable[[int, np.ndarr
                         warn(f"damaged video data skipped near frame {written}: {e}")
                         continue
                     for frame in frames:
-                        img = _rotate(frame.to_ndarray(format="rgb24"), rotation)
+                        img = rotate(frame.to_ndarray(format="rgb24"), rotation)
                         img = _unrotate(process(written, img), rotation)
                         new = av.VideoFrame.from_ndarray(img, format="rgb24")
                         pts = frame.pts if frame.pts is not None else written

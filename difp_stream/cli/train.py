@@ -1,20 +1,14 @@
-"""Command line: argument parsing and wiring only.
-
-``difp-stream IN OUT [options]`` protects a video, image or folder; the other subcommands are named first:
-``difp-stream train ...``.
-"""
+"""Training: `train` (the DIFP model), `distill` (its fast model), `encoder` (the face generator's style encoder)."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from .commands import (EXIT_INTERRUPTED, EXIT_OK, cmd_bench, cmd_export, cmd_keygen, cmd_keys, cmd_protect,
-                       cmd_recover)
+from .common import EXIT_OK
 
 
 def _train_parser() -> argparse.ArgumentParser:
-    from .train.loop import TrainConfig
+    from ..train.loop import TrainConfig
 
     d = TrainConfig()
     p = argparse.ArgumentParser(prog="difp-stream train",
@@ -43,8 +37,8 @@ def cmd_train(argv: list[str]) -> int:
     args = _train_parser().parse_args(argv)
     import torch
 
-    from .difp.config import ModelConfig
-    from .train import TrainConfig, Trainer, load_faces
+    from ..difp.config import ModelConfig
+    from ..train import TrainConfig, Trainer, load_faces
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -65,7 +59,7 @@ def cmd_train(argv: list[str]) -> int:
 
 
 def cmd_distill(argv: list[str]) -> int:
-    from .train.distill import DistillConfig
+    from ..train.distill import DistillConfig
 
     d = DistillConfig()
     p = argparse.ArgumentParser(prog="difp-stream distill",
@@ -88,10 +82,10 @@ def cmd_distill(argv: list[str]) -> int:
     args = p.parse_args(argv)
     import torch
 
-    from .difp import load_model
-    from .runtime import select
-    from .train import load_faces
-    from .train.distill import Distiller
+    from ..difp import load_model
+    from ..runtime import select
+    from ..train import load_faces
+    from ..train.distill import Distiller
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -109,8 +103,8 @@ def cmd_distill(argv: list[str]) -> int:
 
 def cmd_encoder(argv: list[str]) -> int:
     """The style encoder of the face generator: make training pairs, train (both resumable)."""
-    from .gan.encoder import EncoderConfig
-    from .train.encoder import EncoderTrainConfig
+    from ..gan.encoder import EncoderConfig
+    from ..train.encoder import EncoderTrainConfig
 
     d = EncoderTrainConfig()
     p = argparse.ArgumentParser(prog="difp-stream encoder",
@@ -135,7 +129,7 @@ def cmd_encoder(argv: list[str]) -> int:
     args = p.parse_args(argv)
     import torch
 
-    from .train.encoder import EncoderTrainer, make_pairs
+    from ..train.encoder import EncoderTrainer, make_pairs
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -149,22 +143,3 @@ def cmd_encoder(argv: list[str]) -> int:
     EncoderTrainer(args.pairs, args.out, cfg, mcfg, progress=not args.no_progress).run()
     print(f"encoder written to {Path(args.out) / 'model'}")
     return EXIT_OK
-
-
-COMMANDS = {"train": cmd_train, "encoder": cmd_encoder, "distill": cmd_distill, "keygen": cmd_keygen, "recover": cmd_recover, "keys": cmd_keys,
-            "export": cmd_export, "bench": cmd_bench}
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        if argv and argv[0] in COMMANDS:
-            return COMMANDS[argv[0]](argv[1:])
-        return cmd_protect(argv)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-
-
-if __name__ == "__main__":
-    sys.exit(main())

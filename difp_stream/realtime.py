@@ -17,7 +17,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .pipeline import FaceProtector
-from .video.live import FileSink, LiveSource
+from .video.sinks import FileSink
+from .video.source import LiveSource
 
 
 @dataclass

@@ -1,0 +1,210 @@
+"""Keys and authorized replay: `keygen`, `recover`, `keys list|export`."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .common import (EXIT_CODES, EXIT_OK, check_key_path, check_paths, expected, fail, kind_of, load_model,
+                     make_protector, model_args, passphrase, video_args)
+
+
+def cmd_keygen(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="difp-stream keygen",
+                                description="Make an X25519 key pair for recovery keys (the auditor's), or with "
+                                            "--signer an Ed25519 signing key for a filter host.")
+    p.add_argument("secret", help="where to write the secret (mode 0600); the public key goes to SECRET.pub")
+    p.add_argument("--passphrase-file", default=None, help="encrypt the secret with the passphrase in this file "
+                                                          "(or set DIFP_PASSPHRASE)")
+    p.add_argument("--signer", action="store_true",
+                   help="make a key-file signing key instead (give it to the filter with --sign-key; readers trust "
+                        "SECRET.pub with --trust)")
+    args = p.parse_args(argv)
+    from ..keys import generate, generate_signer
+
+    secret = Path(args.secret)
+    try:
+        if secret.exists() or secret.with_name(secret.name + ".pub").exists():
+            raise FileExistsError(f"{secret} or its .pub exists; refusing to replace a key")
+        if args.signer:
+            s, pub = generate_signer(secret)
+            print(f"signing key: {s} (mode 0600, for the filter host: --sign-key)\n"
+                  f"public: {pub} (readers trust it: --trust)")
+            return EXIT_OK
+        s, pub = generate(secret, passphrase(args))
+    except expected() as e:
+        return fail(e)
+    print(f"secret: {s} (mode 0600, keep it off the filtering machine)\npublic: {pub} (give it to --recipient)")
+    return EXIT_OK
+
+
+def key_reading_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--identity", required=True, help="the recipient's secret key (from keygen)")
+    p.add_argument("--passphrase-file", default=None, help="passphrase of the secret (or DIFP_PASSPHRASE)")
+    p.add_argument("--trust", action="append", default=[], metavar="SIGNER.pub",
+                   help="accept key files signed by this filter key (repeatable; this host's own signer and the "
+                        "config folder's trusted/*.pub are always accepted)")
+    p.add_argument("--partial", action="store_true",
+                   help="accept a key file cut short (crash, live stream): read up to its last signed record")
+
+
+def open_keys(args):
+    import stat
+
+    from ..keys import KeyReader, default_trusted, load_secret, load_verifier
+
+    try:
+        mode = stat.S_IMODE(os.stat(args.identity).st_mode)
+    except OSError:
+        mode = 0
+    if mode & 0o077:
+        print(f"warning: {args.identity} can be read by other users (mode {mode:04o}); `chmod 600` it",
+              file=sys.stderr)
+    trusted = default_trusted() + [load_verifier(t) for t in args.trust]
+    return KeyReader(args.keys, load_secret(args.identity, passphrase(args)), partial=args.partial, trusted=trusted)
+
+
+def check_media(src: Path, kind: str, reader, keys: str) -> None:
+    """The key file belongs to this video (its stream-id tag, or after a remux that dropped the tag, its encoded
+    video packets) or this image (its SHA-256), as the filter signed it."""
+    from ..keys import KeyError_, audit
+    from ..video import stream_tag
+    from ..video.io import video_packets_sha256
+
+    if kind != "video":
+        if reader.media.get("sha256") != audit.sha256_file(src):
+            raise KeyError_(f"{keys} belongs to another image (the image's hash is not the one the filter signed)")
+        return
+    tag = stream_tag(src)
+    if tag == reader.header["stream_id"]:
+        return
+    want = reader.media.get("packets_sha256")
+    if tag is None and want and video_packets_sha256(src) == want:
+        print("note: the video has no stream-id tag (remuxed?), but its video packets are the ones the key file "
+              "was signed for", file=sys.stderr)
+        return
+    raise KeyError_(f"{keys} belongs to another video (stream id {reader.header['stream_id'][:8]}…, "
+                    f"the video has {tag[:8] + '…' if tag else 'none'}, and its packets differ)")
+
+
+def model_for_keys(args, header: dict):
+    """The model that made the key file: --model, or the shipped one whose fingerprint it names."""
+    from ..keys import KeyError_
+
+    model, device = load_model(args)
+    fp, want = model.fingerprint(), header.get("model")
+    if want and want != fp and args.model is None:  # made with another shipped model (e.g. --model fast)?
+        from ..difp import SHIPPED, default_model_dir
+        from ..difp import load_model as load_named
+
+        for name in SHIPPED[1:]:
+            if (default_model_dir(name) / "config.json").is_file():
+                other = load_named(name, device)
+                if other.fingerprint() == want:
+                    model, fp = other, want
+                    break
+    if want and want != fp:
+        raise KeyError_(f"the key file was made with model {want}, not {fp} (pass that model with --model)")
+    return model, device
+
+
+def cmd_recover(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="difp-stream recover",
+                                description="Authorized replay: restore the original faces of all or some tracks.",
+                                epilog=EXIT_CODES)
+    p.add_argument("protected", help="the protected video or image")
+    p.add_argument("output", help="where to write the restored video or image")
+    p.add_argument("--keys", required=True, help="the key file written when protecting")
+    key_reading_args(p)
+    p.add_argument("--track", type=int, action="append", default=None, help="restore only this track (repeatable)")
+    p.add_argument("--overwrite", action="store_true")
+    model_args(p)
+    video_args(p, crf=None, crf_help="4; 0, lossless, when the key file holds exact-mode records")
+    args = p.parse_args(argv)
+    from ..keys import audit
+    from ..pipeline import FaceRecoverer
+    from ..video import OutputError, transcode
+    from ..video.images import read_image, write_image
+
+    src, dst = Path(args.protected), Path(args.output)
+    try:
+        check_paths(src, dst, args.overwrite)
+        check_key_path(Path(args.keys), dst)
+        reader = open_keys(args)
+        kind = kind_of(src)
+        check_media(src, kind, reader, args.keys)
+        # every record decrypted once before anything is written (then again as the frames come: a long recovery
+        # holds one frame's records at a time, not the whole file's pixels)
+        faces = exact = 0
+        for r in reader.records(args.track):
+            faces, exact = faces + 1, exact + (r.exact is not None)
+        model, device = model_for_keys(args, reader.header)
+        rec = FaceRecoverer(make_protector(args, model, device), reader.records(args.track))
+        tracks = sorted(args.track) if args.track else reader.tracks
+        try:  # no disclosure without its audit line: written first, and a log that cannot be written stops it
+            log = audit.append(args.keys, "recover", tracks=tracks, input=str(src),
+                               input_sha256=audit.sha256_file(src), output=str(dst), faces=faces)
+        except OSError as e:
+            raise OutputError(f"cannot write the audit log {audit.audit_path(args.keys)}: {e.strerror or e}; "
+                              "nothing was restored") from None
+        if kind == "video":
+            # 4:4:4 so that restored faces are not blurred again by chroma subsampling; exact records: lossless
+            crf = args.crf if args.crf is not None else 0 if exact else 4
+            transcode(src, dst, rec.process, codec=args.codec, crf=crf, preset=args.preset,
+                      progress=not args.no_progress, desc="recovering", pix_fmt="yuv444p", keep_metadata=True)
+        else:
+            write_image(dst, rec.process(0, read_image(src)))
+        print(f"{dst}: {rec.restored} faces of track(s) {tracks} restored; logged in {log}", file=sys.stderr)
+        return EXIT_OK
+    except expected() as e:
+        return fail(e)
+
+
+def cmd_keys(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="difp-stream keys", description="Inspect or share a key file.", epilog=EXIT_CODES)
+    sub = p.add_subparsers(dest="action", required=True)
+    ls = sub.add_parser("list", help="tracks, frame ranges and counts")
+    ex = sub.add_parser("export", help="re-seal one track's keys to another recipient (selective disclosure)")
+    for q in (ls, ex):
+        q.add_argument("keys", help="key file")
+        key_reading_args(q)
+    ex.add_argument("--export-track", type=int, required=True, dest="track", help="the track to disclose")
+    ex.add_argument("--to", required=True, help="public key of the new recipient")
+    ex.add_argument("--out", required=True, help="the new key file")
+    args = p.parse_args(argv)
+    from ..keys import audit, load_public
+
+    try:
+        reader = open_keys(args)
+        if args.action == "list":
+            _list(reader, args.keys)
+        else:
+            if Path(args.out).exists():
+                raise FileExistsError(f"{args.out} exists")
+            check_key_path(Path(args.out), Path(args.keys))
+            reader.export_track(args.track, load_public(args.to), args.out)
+            audit.append(args.keys, "export", tracks=[args.track], to=args.to, out=args.out)
+            print(f"track {args.track} re-sealed to {args.to}: {args.out}")
+        return EXIT_OK
+    except expected() as e:
+        return fail(e)
+
+
+def _list(reader, path: str) -> None:
+    h = reader.header
+    print(f"key file {path}: format {h['format']}, stream {h['stream_id'][:16]}, created {h['created']}, "
+          f"model {h.get('model', '?')}, signed by filter key {h['signer'][:16]}, "
+          f"{'complete' if reader.complete else 'INCOMPLETE'}"
+          + (f", export of track {reader.export['exported_track']}" if reader.export else ""))
+    spans: dict[int, list[int]] = {}
+    exact = 0
+    for r in reader.records():
+        spans.setdefault(r.track_id, []).append(r.frame_index)
+        exact += r.exact is not None
+    print("track  faces  first  last")
+    for t in reader.tracks:
+        fr = spans.get(t, [])
+        print(f"{t:5d}  {len(fr):5d}  {min(fr) if fr else '-':>5}  {max(fr) if fr else '-':>4}")
+    if exact:
+        print(f"{exact} face records carry exact-mode pixels")

@@ -1,0 +1,67 @@
+"""Tools: `export` (ONNX / TensorRT) and `bench` (measure on your own clip)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .common import EXIT_OK, expected, fail, load_model, model_args
+
+
+def cmd_export(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="difp-stream export",
+                                description="Export the model to ONNX (dynamic batch, checked against PyTorch) and, "
+                                            "with --tensorrt, build TensorRT engines from it.")
+    p.add_argument("--model", default=None, help="'default', 'fast' or a model folder (default: the shipped default)")
+    p.add_argument("--out", default=None, help="ONNX folder (default: ~/.cache/difp-stream/onnx/FINGERPRINT)")
+    p.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines into engines/ (GPU only)")
+    args = p.parse_args(argv)
+    from ..difp import load_model
+    from ..runtime.backends import CACHE
+    from ..runtime.onnx_export import export
+
+    model = load_model(args.model)
+    out = Path(args.out) if args.out else CACHE / "onnx" / model.fingerprint()
+    export(model, out)
+    if args.tensorrt:
+        from ..runtime.tensorrt import TrtBackend
+
+        TrtBackend(model.to("cuda"))
+        print("TensorRT engines built under engines/")
+    return EXIT_OK
+
+
+def cmd_bench(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="difp-stream bench",
+                                description="Measure difp-stream on your clip: latency per stage, fps, identity leaks, "
+                                            "fake-identity stability, and deface side by side (when installed).")
+    p.add_argument("clip", help="a video file")
+    p.add_argument("--out", default="difp-bench", help="folder for NAME.json, NAME.md and the PNG figures")
+    p.add_argument("--name", default="bench", help="file name stem of the results (default: bench)")
+    p.add_argument("--frames", type=int, default=100, help="frames to process (0: all; default: 100)")
+    p.add_argument("--no-deface", action="store_true", help="skip the deface side-by-side")
+    p.add_argument("--every", type=int, default=5, help="check privacy on every Nth frame (default: 5)")
+    p.add_argument("--protect-every", type=int, default=4)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--no-keys", action="store_true", help="measure without recovery keys")
+    model_args(p, ("all",))  # all: the whole pipeline once per available backend
+    args = p.parse_args(argv)
+    from . import benchmark
+    from ..video import InputError
+
+    try:
+        if not Path(args.clip).is_file():
+            raise InputError(f"input not found: {args.clip}")
+        from ..video.io import open_input
+
+        open_input(args.clip).close()
+        model, _ = load_model(args)
+        if not args.no_deface and benchmark.deface_exe() is None:
+            print("note: deface is not installed (pip install deface); no side-by-side", file=sys.stderr)
+        benchmark.run(args.clip, args.out, args.name, model, frames=args.frames, deface=not args.no_deface,
+                      backend=args.backend, steps=args.steps, protect_every=args.protect_every, detect_every=1,
+                      keys=not args.no_keys, every=args.every, command="difp-stream bench " + " ".join(argv))
+    except expected() as e:
+        return fail(e)
+    print(Path(args.out, f"{args.name}.md").read_text())
+    return EXIT_OK
