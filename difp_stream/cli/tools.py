@@ -17,11 +17,11 @@ def cmd_export(argv: list[str]) -> int:
     p.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines into engines/ (GPU only)")
     args = p.parse_args(argv)
     from ..difp import load_model
-    from ..runtime.backends import CACHE
+    from ..runtime.cache import cache_dir
     from ..runtime.onnx_export import export
 
     model = load_model(args.model)
-    out = Path(args.out) if args.out else CACHE / "onnx" / model.fingerprint()
+    out = Path(args.out) if args.out else cache_dir() / "onnx" / model.fingerprint()
     export(model, out)
     if args.tensorrt:
         from ..runtime.tensorrt import TrtBackend

@@ -64,7 +64,7 @@ class CudaGraphBackend:
             out = fn(*static)
         return _Graph(graph, static, out)
 
-    # the backend interface (see runtime.backends)
+    # the backend interface (see runtime/base.py)
     @torch.no_grad()
     def eps(self, z: torch.Tensor, t, ctx: torch.Tensor) -> torch.Tensor:
         tt = torch.full((z.shape[0],), int(t), dtype=torch.long, device=self.device)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backends import CACHE
+from .cache import cache_dir
 
 KINDS = ("torch", "onnxruntime", "openvino")
 
@@ -40,7 +40,7 @@ class Runner:
         if kind not in KINDS:
             raise ValueError(f"backend must be one of {KINDS}, not {kind!r}")
         self.module, self.fn, self.kind, self.threads = module, fn, kind, threads
-        self.dir = (cache or CACHE / "onnx") / f"{name}-{_fingerprint(module)}"
+        self.dir = (cache or cache_dir() / "onnx") / f"{name}-{_fingerprint(module)}"
         self.sessions: dict[tuple, object] = {}
 
     def _onnx(self, shape: tuple) -> Path:

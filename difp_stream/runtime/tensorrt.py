@@ -11,15 +11,14 @@ from pathlib import Path
 import torch
 
 from ..difp.models import DIFPModel
+from . import cache
 
-ENGINES = Path(__file__).resolve().parents[2] / "engines"
 
-
-def engine_path(name: str, fingerprint: str, root: Path = ENGINES) -> Path:
+def engine_path(name: str, fingerprint: str, root: Path | None = None) -> Path:
     import tensorrt as trt
 
     gpu = torch.cuda.get_device_name().replace(" ", "_")
-    return root / f"{name}-{fingerprint}-{gpu}-trt{trt.__version__}.plan"
+    return (root or cache.engines_dir()) / f"{name}-{fingerprint}-{gpu}-trt{trt.__version__}.plan"
 
 
 def build_engine(onnx_path: Path, out: Path, shapes: dict[str, tuple[tuple, tuple, tuple]], fp16: bool = True) -> Path:
@@ -82,16 +81,12 @@ class TrtRunner:
 class TrtBackend:
     name = "tensorrt"
 
-    def __init__(self, model: DIFPModel, max_batch: int = 32, root: Path = ENGINES):
+    def __init__(self, model: DIFPModel, max_batch: int = 32, root: Path | None = None):
         if not torch.cuda.is_available():
             raise RuntimeError("TensorRT needs a CUDA GPU")
-        from .backends import CACHE
-        from .onnx_export import export
-
         fp = model.fingerprint()
-        onnx_dir = CACHE / "onnx" / fp
-        if not (onnx_dir / "export.json").is_file():
-            export(model.to("cpu"), onnx_dir, log=lambda m: None)
+        root = root or cache.engines_dir()
+        onnx_dir = cache.onnx_dir(model)
         c = model.cfg
         lat = (c.latent_channels, c.latent_size, c.latent_size)
         img = (3, c.resolution, c.resolution)
