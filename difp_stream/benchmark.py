@@ -17,7 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-LEAK_L2 = 0.6  # dlib's same-person threshold
+from .metrics import Faces as _Faces
+from .metrics import faces_leaked, identity_stability  # noqa: F401  (part of this module's interface)
 
 
 def machine() -> str:
@@ -48,61 +49,6 @@ def read_frames(clip: str | Path, limit: int | None = None) -> tuple[list[np.nda
             if limit and len(frames) >= limit:
                 break
     return frames, fps
-
-
-class _Faces:
-    def __init__(self):
-        from .difp.identity import DlibIdentityEncoder
-        from .faces.detect import Detector
-
-        self.det, self.enc = Detector(threshold=0.5, max_side=1280), DlibIdentityEncoder()
-
-    def descriptor(self, img: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        from .faces import align
-
-        return self.enc(align.crop(img, align.similarity(landmarks, 128), 128)[None])[0]
-
-
-def faces_leaked(original_frames, protected_frames, every: int = 1, faces: _Faces | None = None) -> tuple[int, int]:
-    """(leaks, checked): original faces whose place in the output still holds a face matched to them (dlib
-    L2 < 0.6), and how many original faces were checked. Each original face is compared with the output face found
-    at the same place (IoU > 0.3); none found there means the face is covered."""
-    from .faces.track import iou_matrix
-
-    fc = faces or _Faces()
-    leaks = checked = 0
-    for a, b in list(zip(original_frames, protected_frames))[::every]:
-        orig = fc.det.detect([a])[0]
-        checked += len(orig)
-        prot = fc.det.detect([b])[0]
-        if not orig or not prot:
-            continue
-        iou = iou_matrix(np.stack([f.box for f in orig]), np.stack([f.box for f in prot]))
-        for i, f in enumerate(orig):
-            j = int(iou[i].argmax())
-            if iou[i, j] > 0.3:
-                d = np.linalg.norm(fc.descriptor(a, f.landmarks) - fc.descriptor(b, prot[j].landmarks))
-                leaks += int(d < LEAK_L2)
-    return leaks, checked
-
-
-def identity_stability(outs: list, faces_per_frame: list, every: int, faces: _Faces) -> dict:
-    """How constant each track's fake person is: dlib descriptors of its output face on every ``every``-th frame,
-    compared with the track's first one (share within 0.6 = "the same fake person") and with the track's mean."""
-    by_track: dict[int, list[np.ndarray]] = {}
-    for i in range(0, len(outs), every):
-        for tid, _box, lms in faces_per_frame[i]:
-            by_track.setdefault(tid, []).append(faces.descriptor(outs[i], lms))
-    same, spread = [], []
-    for ds in by_track.values():
-        if len(ds) < 2:
-            continue
-        d = np.stack(ds)
-        same += list(np.linalg.norm(d[1:] - d[0], axis=1) < LEAK_L2)
-        spread += list(np.linalg.norm(d - d.mean(0), axis=1))
-    return {"tracks_checked": sum(len(v) >= 2 for v in by_track.values()),
-            "same_fake_share": float(np.mean(same)) if same else None,
-            "mean_l2_to_track_mean": float(np.mean(spread)) if spread else None}
 
 
 def run_difp(frames: list, fps: float, model, backend: str = "auto", steps: int | None = None,

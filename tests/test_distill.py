@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,11 +7,10 @@ from difp_stream.difp.guidance import dual_guidance
 from difp_stream.runtime import OrtBackend
 from difp_stream.runtime.onnx_export import export
 from difp_stream.train.distill import DistillConfig, Distiller, load_records, make_student
+from difp_stream.metrics import psnr as _psnr
 from tests.test_train import _faces
 
 
-def _psnr(a, b):
-    return 10 * np.log10(255**2 / max(np.mean((a.astype(float) - b.astype(float)) ** 2), 1e-12))
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,11 @@ import torch.nn.functional as F
 
 from difp_stream.gan.ir import read_ir
 from difp_stream.gan.mobilestylegan import load_generator
+from difp_stream.metrics import psnr
 
 
-def _psnr(a, b) -> float:  # pictures in [-1, 1]
-    return float(10 * np.log10(4.0 / max(float(np.mean((np.asarray(a) - np.asarray(b)) ** 2)), 1e-12)))
+def _psnr(a, b) -> float:  # pictures in [-1, 1]: peak-to-peak 2
+    return psnr(a, b, peak=2.0)
 
 
 @pytest.fixture(scope="module")

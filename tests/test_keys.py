@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from difp_stream.cli import main
 from difp_stream.difp import FaceKey
 from difp_stream.keys import FaceRecord, KeyError_, KeyReader, KeyWriter, generate, load_public, load_secret
+from difp_stream.metrics import psnr as _psnr
 from tests.clips import make_clip
 
 SHAPES = {"z_ts": [4, 16, 16], "correction": [4, 16, 16], "id_code": [128], "style": [2, 32]}
@@ -160,8 +161,6 @@ def _frames(path):
         return [f.to_ndarray(format="rgb24").astype(np.float64) for f in c.decode(video=0)]
 
 
-def _psnr(a, b):
-    return 10 * np.log10(255**2 / max(np.mean((a - b) ** 2), 1e-9))
 
 
 def test_protect_then_recover_one_track_exact(tmp_path, two_face_clip, model_dir, pair):

@@ -6,11 +6,9 @@ import torch
 
 from difp_stream.difp import Protector, SamplingConfig
 from difp_stream.difp.protector import to_tensor
+from difp_stream.metrics import psnr as _psnr
 
 
-def _psnr(a, b):
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10 * np.log10(255.0**2 / max(mse, 1e-12))
 
 
 @pytest.fixture

@@ -4,10 +4,9 @@ import pytest
 from difp_stream.difp import Protector, SamplingConfig
 from difp_stream.runtime import OrtBackend, available, select
 from difp_stream.runtime.onnx_export import export
+from difp_stream.metrics import psnr as _psnr
 
 
-def _psnr(a, b):
-    return 10 * np.log10(255**2 / max(np.mean((a.astype(float) - b.astype(float)) ** 2), 1e-12))
 
 
 @pytest.fixture(scope="module")

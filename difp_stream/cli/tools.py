@@ -46,7 +46,7 @@ def cmd_bench(argv: list[str]) -> int:
     p.add_argument("--no-keys", action="store_true", help="measure without recovery keys")
     model_args(p, ("all",))  # all: the whole pipeline once per available backend
     args = p.parse_args(argv)
-    from . import benchmark
+    from .. import benchmark
     from ..video import InputError
 
     try:

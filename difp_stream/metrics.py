@@ -1,0 +1,94 @@
+"""Measurements shared by the package, the benchmarks and the tests: PSNR, SSIM, identity leaks (dlib), how
+constant a track's fake person stays, and the realism bands (the detail a face has and a blob lacks)."""
+from __future__ import annotations
+
+import numpy as np
+
+LEAK_L2 = 0.6  # dlib L2 below which two faces are the same person
+
+
+def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
+    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
+    return float(10 * np.log10(peak**2 / max(mse, 1e-12)))
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM of two uint8 RGB pictures (scikit-image)."""
+    from skimage.metrics import structural_similarity
+
+    return float(structural_similarity(a, b, channel_axis=-1, data_range=255))
+
+
+def band_energy(img: np.ndarray, size: int = 128) -> tuple[float, float]:
+    """(mid, high): FFT power of a picture resized to ``size`` grey, Hann-windowed, in the radial bands 8-32 and
+    32-64 cycles per 128 px (eyes, mouth, wrinkles; texture and noise)."""
+    import cv2
+
+    g = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY) if img.ndim == 3 else img
+    g = cv2.resize(g, (size, size), interpolation=cv2.INTER_AREA).astype(np.float64)
+    w = np.outer(np.hanning(size), np.hanning(size))
+    p = np.abs(np.fft.fftshift(np.fft.fft2((g - g.mean()) * w))) ** 2
+    yy, xx = np.mgrid[:size, :size] - size // 2
+    r = np.hypot(yy, xx) * 128 / size
+    return float(p[(r >= 8) & (r < 32)].sum()), float(p[(r >= 32) & (r < 64)].sum())
+
+
+def band_ratios(original: np.ndarray, output: np.ndarray) -> tuple[float, float]:
+    """Output / original mid- and high-band energy of the same face box (realism: a blob ~0.05, a face ~1)."""
+    (mo, ho), (mp, hp) = band_energy(original), band_energy(output)
+    return mp / max(mo, 1e-9), hp / max(ho, 1e-9)
+
+
+class Faces:
+    def __init__(self):
+        from .difp.identity import DlibIdentityEncoder
+        from .faces.detect import Detector
+
+        self.det, self.enc = Detector(threshold=0.5, max_side=1280), DlibIdentityEncoder()
+
+    def descriptor(self, img: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        from .faces import align
+
+        return self.enc(align.crop(img, align.similarity(landmarks, 128), 128)[None])[0]
+
+
+def faces_leaked(original_frames, protected_frames, every: int = 1, faces: Faces | None = None) -> tuple[int, int]:
+    """(leaks, checked): original faces whose place in the output still holds a face matched to them (dlib
+    L2 < 0.6), and how many original faces were checked. Each original face is compared with the output face found
+    at the same place (IoU > 0.3); none found there means the face is covered."""
+    from .faces.track import iou_matrix
+
+    fc = faces or Faces()
+    leaks = checked = 0
+    for a, b in list(zip(original_frames, protected_frames))[::every]:
+        orig = fc.det.detect([a])[0]
+        checked += len(orig)
+        prot = fc.det.detect([b])[0]
+        if not orig or not prot:
+            continue
+        iou = iou_matrix(np.stack([f.box for f in orig]), np.stack([f.box for f in prot]))
+        for i, f in enumerate(orig):
+            j = int(iou[i].argmax())
+            if iou[i, j] > 0.3:
+                d = np.linalg.norm(fc.descriptor(a, f.landmarks) - fc.descriptor(b, prot[j].landmarks))
+                leaks += int(d < LEAK_L2)
+    return leaks, checked
+
+
+def identity_stability(outs: list, faces_per_frame: list, every: int, faces: Faces) -> dict:
+    """How constant each track's fake person is: dlib descriptors of its output face on every ``every``-th frame,
+    compared with the track's first one (share within 0.6 = "the same fake person") and with the track's mean."""
+    by_track: dict[int, list[np.ndarray]] = {}
+    for i in range(0, len(outs), every):
+        for tid, _box, lms in faces_per_frame[i]:
+            by_track.setdefault(tid, []).append(faces.descriptor(outs[i], lms))
+    same, spread = [], []
+    for ds in by_track.values():
+        if len(ds) < 2:
+            continue
+        d = np.stack(ds)
+        same += list(np.linalg.norm(d[1:] - d[0], axis=1) < LEAK_L2)
+        spread += list(np.linalg.norm(d - d.mean(0), axis=1))
+    return {"tracks_checked": sum(len(v) >= 2 for v in by_track.values()),
+            "same_fake_share": float(np.mean(same)) if same else None,
+            "mean_l2_to_track_mean": float(np.mean(spread)) if spread else None}
