@@ -1,0 +1,63 @@
+"""The frame pipeline's settings, counters and stage timings."""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+
+@dataclass
+class PipelineConfig:
+    seed: int = 0
+    detect_every: int = 1  # run the detector every N frames; track in between
+    threshold: float = 0.5  # detector score threshold (low: a missed face is a leak, a false one costs little)
+    detect_size: int = 1280  # frames are downscaled to this longest side for detection
+    min_face: int = 12  # ignore faces smaller than this (pixels)
+    min_difp: int = 40  # faces narrower than this (pixels) get the blur cover: too small for a fake face to hold
+    max_misses: int = 12  # frames a track is kept (and covered) without a detection
+    identity_refresh: int = 0  # recompute a track's identity code every N frames (0: once per track)
+    max_edge_cut: float = 0.15  # a face with more than this share of its box outside the frame is blurred (cut
+    #                             faces cannot be aligned; the detector finds them on a padded frame)
+    change_level: float = 12.0  # with detect_every > 1: a frame whose picture changed by more than this (0-255,
+    #                            1/8-scale grey) outside the tracked faces is detected anyway (a new face shows up)
+    max_yaw: float = 0.3  # nose offset from the eyes' midpoint / eye distance above which a face is blurred instead
+    protect_every: int = 4  # full DIFP run per track every N frames; frames between are carried (Protector.carry)
+    carry_cutoff: int = 8  # latent low-pass size of the motion carried between keyframes
+    verify_distance: float = 0.7  # a fake face must be this far (dlib L2) from the original (0.6: same person) ...
+    verify_tries: int = 2  # ... else up to this many other fake identities are tried (verify_distance 0: no check)
+    blur_below: float = 0.65  # the farthest one tried still closer than this: the face is blurred (the margin above
+    #                           0.6 absorbs how the distance moves from frame to frame and view to view)
+    verify_every: bool = True  # check every DIFP keyframe, not only a track's first, against every look of the
+    #                            person seen so far (each check adds that keyframe's original to the track's codes)
+    skip_below: float = 1.0  # reuse a track's last result when its aligned crop changed less than this (mean |diff|,
+    #                          0-255 levels); 0 disables the similarity skip
+    keys: bool = False  # compute recovery keys (handed to ``on_key``)
+    exact: bool = False  # also hand over the original pixels of each face region (exact recovery mode)
+
+
+class Timings:
+    """Wall time per stage in ms (``with timings("detect"): ...``, nestable); cheap enough to stay on."""
+
+    def __init__(self):
+        self.ms: dict[str, list[float]] = {}
+
+    @contextmanager
+    def __call__(self, stage: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms.setdefault(stage, []).append((time.perf_counter() - t0) * 1000)
+
+
+@dataclass
+class Stats:
+    frames: int = 0
+    faces: int = 0  # face-frames covered
+    protected: int = 0  # face-frames replaced (DIFP keyframes + carried frames)
+    carried: int = 0  # of which carried from the track's last keyframe
+    obscured: int = 0  # face-frames covered by the fail-closed blur
+    reused: int = 0  # face-frames covered by the track's last protected crop (live mode, out of time)
+    redrawn: int = 0  # fake identities drawn again because the first was too close to the original
+    skipped: int = 0  # face-frames whose crop barely changed: the track's last result was reused (similarity skip)
+    tracks: set = field(default_factory=set)

@@ -1,0 +1,288 @@
+"""The frame-level API: ``FaceProtector.process(frame_index, rgb) -> rgb``. Every face of a frame goes through
+named stages, and anything that fails is covered (fail closed):
+
+    detect / track  ->  triage (profiles, tiny and cut faces are blurred)  ->  crops (aligned)  ->  identities
+    ->  plan (similarity skip | DIFP keyframe | carried)  ->  keyframes (DIFP + identity check)  ->  carried
+    ->  paste (+ recovery keys)
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+
+from ..difp import Protector
+from ..faces import align
+from ..faces.detect import Detector
+from ..faces.track import Track, Tracker
+from ..keys.keyfile import FaceRecord
+from .config import PipelineConfig, Stats, Timings
+from .tracks import FaceResult, IdentityCheck, Keyframe, SimilaritySkip, TrackState
+
+
+@dataclass
+class Crops:
+    """A frame's faces, aligned: at 128 (identity codes, checks), at the model's resolution, at the keys'."""
+
+    c128: np.ndarray
+    model: np.ndarray
+    key: np.ndarray | None
+
+
+@dataclass
+class Plan:
+    same: list = field(default_factory=list)  # faces whose last result is reused (similarity skip)
+    full: list = field(default_factory=list)  # DIFP keyframes
+    carried: list = field(default_factory=list)  # carried from their track's last keyframe
+
+
+class FaceProtector:
+    def __init__(self, protector: Protector, identity_encoder, cfg: PipelineConfig | None = None,
+                 detector: Detector | None = None, on_key=None, log=None):
+        self.p = protector
+        self.id_enc = identity_encoder
+        self.cfg = cfg or PipelineConfig()
+        self.detector = detector or Detector(self.cfg.threshold, max_side=self.cfg.detect_size,
+                                             min_size=self.cfg.min_face)
+        self.tracker = Tracker(max_misses=self.cfg.max_misses)
+        self.states: dict[int, TrackState] = {}
+        self.stats = Stats()
+        self.timings = Timings()
+        self.p.timings = self.timings  # the protector's sub-stages (VAE, inversion, denoising) land here too
+        self.skip = SimilaritySkip(self.cfg.skip_below)
+        self.check = IdentityCheck(protector, identity_encoder, self.cfg, self.timings, self.stats)
+        self.on_key = on_key  # callable(FaceRecord)
+        self.log = log or (lambda m: print(f"warning: {m}", file=sys.stderr))
+        self._warned: set[str] = set()
+        self.last_faces: list = []
+        self._ref: np.ndarray | None = None  # 1/8-scale grey of the last detected frame (detect_every > 1)
+
+    def warmup(self) -> None:
+        """Run every stage once on a blank frame (runtime sessions, lazy model loads) so that the first real frames
+        of a live stream do not pay for it; leaves no state behind."""
+        self.detector.detect([np.zeros((64, 64, 3), np.uint8)])
+        crops = np.zeros((1, self.p.resolution, self.p.resolution, 3), np.uint8)
+        code = self.id_enc(np.zeros((1, 128, 128, 3), np.uint8))
+        kr = self.p.key_resolution  # keys at a higher resolution: their VAE encode is warmed up too
+        self.p.protect(crops, seeds=[0], id_codes=code, keys=self.cfg.keys,
+                       key_crops=np.zeros((1, kr, kr, 3), np.uint8))
+
+    def _warn_once(self, key: str, msg: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self.log(msg)
+
+    # ------------------------------------------------------------------------------------------------ detect, track
+    def tracks_for(self, index: int, frame: np.ndarray) -> list[Track]:
+        every = max(1, self.cfg.detect_every)
+        thumb = _thumb(frame) if every > 1 else None
+        if index % every == 0 or self._changed(thumb, index):
+            with self.timings("detect"):
+                faces = self.detector.detect([frame])[0]
+            self._ref = thumb
+            with self.timings("track"):
+                return self.tracker.update(faces, index)
+        with self.timings("track"):
+            return self.tracker.predict(index)
+
+    def _changed(self, thumb: np.ndarray, index: int) -> bool:
+        """Between detections: did the picture change outside the faces already tracked (someone new walks in)?"""
+        if self._ref is None or self._ref.shape != thumb.shape:
+            return True
+        diff = np.abs(thumb - self._ref) > self.cfg.change_level
+        for t in self.tracker.tracks:  # where tracked faces move is no news: they are covered anyway
+            box, _ = t.shifted(index - t.last_seen)
+            cx, cy = (box[0] + box[2]) / 16, (box[1] + box[3]) / 16
+            half = 0.75 * max(box[2] - box[0], box[3] - box[1]) / 8
+            diff[max(0, int(cy - half)):max(0, int(cy + half) + 1), max(0, int(cx - half)):max(0, int(cx + half) + 1)] = False
+        return int(diff.sum()) >= 4
+
+    # ------------------------------------------------------------------------------------------------ the frame
+    def process(self, index: int, frame: np.ndarray, fast: bool = False) -> np.ndarray:
+        """Protect every face of one RGB frame (a copy is returned). ``fast`` (live mode, behind real time): no
+        diffusion; each face gets its track's last protected crop warped to its new position, or a blur."""
+        out = frame.copy()
+        tracks = self.tracks_for(index, frame)
+        self.last_faces = []  # (track id, box, landmarks) of this frame, for benchmarks and callers
+        self.stats.frames += 1
+        todo = self._triage(frame, out, tracks)
+        if todo and fast:
+            self._reuse(frame, out, todo)
+        elif todo:
+            self._protect(index, frame, out, todo)
+        return out
+
+    def _triage(self, frame: np.ndarray, out: np.ndarray, tracks: list[Track]) -> list:
+        """The faces DIFP can replace, as (track, 2x3 transform to the 128 template); the others are blurred now:
+        profiles (the frontal template cannot cover them), faces too small, and faces cut by the frame's edge."""
+        todo = []
+        for t in tracks:
+            box, lms = self.tracker.position(t)
+            self.last_faces.append((t.id, box, lms))
+            self.stats.faces += 1
+            self.stats.tracks.add(t.id)
+            if (align.is_profile(lms, self.cfg.max_yaw) or box[2] - box[0] < self.cfg.min_difp
+                    or _outside(box, frame.shape) > self.cfg.max_edge_cut):
+                self._cover_box(out, box)
+                continue
+            try:
+                todo.append((t, align.similarity(lms, 128)))
+            except ValueError:
+                self._cover_box(out, box)
+        return todo
+
+    def _reuse(self, frame: np.ndarray, out: np.ndarray, todo: list) -> None:
+        res = self.p.resolution
+        scale = np.array([[res / 128.0], [res / 128.0]], np.float32)
+        for t, m128 in todo:
+            st = self.states.get(t.id)
+            with self.timings("reuse"):
+                if st is not None and st.last is not None and not st.weak:
+                    m = m128 * scale
+                    align.paste(out, st.last.crop, m, align.crop(frame, m, res))
+                    self.stats.reused += 1
+                else:
+                    align.obscure(out, m128, 128)
+                    self.stats.obscured += 1
+
+    def _cover_box(self, out: np.ndarray, box: np.ndarray) -> None:
+        x0, y0, x1, y1 = box
+        cx, cy, s = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0) * 1.2
+        m = np.array([[128 / s, 0, 64 - cx * 128 / s], [0, 128 / s, 64 - cy * 128 / s]], np.float32)
+        align.obscure(out, m, 128)
+        self.stats.obscured += 1
+
+    def _protect(self, index: int, frame: np.ndarray, out: np.ndarray, todo: list) -> None:
+        try:
+            crops = self._crops(frame, todo)
+            states = self._identities(index, todo, crops)
+            results, plan = self._plan(index, states, crops)
+            self._keyframes(index, frame, todo, states, crops, results, plan.full)
+            self._carried(states, crops, results, plan.carried)
+        except Exception as e:  # fail closed: nothing passes through unprotected
+            self._warn_once(f"protect:{type(e).__name__}", f"protection failed ({type(e).__name__}: {e}); "
+                            "faces are covered by a blur instead")
+            for _, m in todo:
+                align.obscure(out, m, 128)
+                self.stats.obscured += 1
+            return
+        self._paste(index, frame, out, todo, states, crops, results, plan)
+
+    # ------------------------------------------------------------------------------------------------ stages
+    def _crops(self, frame: np.ndarray, todo: list) -> Crops:
+        res, kres = self.p.resolution, self.p.key_resolution
+        with self.timings("align"):
+            c128 = np.stack([align.crop(frame, m, 128) for _, m in todo])
+            model = c128 if res == 128 else np.stack([cv2.resize(c, (res, res), interpolation=cv2.INTER_AREA)
+                                                      for c in c128])
+            key = None  # keys at a higher resolution see the face at that size
+            if self.cfg.keys and kres != res:
+                key = c128 if kres == 128 else np.stack([align.crop(frame, m * (kres / 128.0), kres) for _, m in todo])
+        return Crops(c128, model, key)
+
+    def _identities(self, index: int, todo: list, crops: Crops) -> list[TrackState]:
+        """Each new track gets its original's identity code (and its seed); refreshed every identity_refresh."""
+        for k, (t, _) in enumerate(todo):
+            st = self.states.get(t.id)
+            refresh = self.cfg.identity_refresh and st and index - st.id_frame >= self.cfg.identity_refresh
+            if st is None or refresh:
+                with self.timings("identity"):
+                    code = self.id_enc(crops.c128[k:k + 1])[0]
+                if st is None:
+                    self.states[t.id] = TrackState(seed=self.cfg.seed * 1_000_003 + t.id, id_code=code, id_frame=index)
+                else:
+                    st.id_code, st.id_frame = code, index
+        return [self.states[t.id] for t, _ in todo]
+
+    def _plan(self, index: int, states: list[TrackState], crops: Crops) -> tuple[list, Plan]:
+        results: list[FaceResult | None] = [None] * len(states)
+        plan = Plan()
+        if self.skip.level > 0:
+            with self.timings("skip check"):
+                plan.same = [k for k, s in enumerate(states) if self.skip.same(s, crops.model[k])]
+        for k in plan.same:
+            results[k] = states[k].last
+        self.stats.skipped += len(plan.same)
+        every = max(1, self.cfg.protect_every)
+        rest = [k for k in range(len(states)) if k not in plan.same]
+        plan.full = [k for k in rest if states[k].key is None or index - states[k].key.index >= every]
+        plan.carried = [k for k in rest if k not in plan.full]
+        return results, plan
+
+    def _keyframes(self, index, frame, todo, states, crops: Crops, results: list, full: list) -> None:
+        """A full DIFP run for the faces due one, batched; each result checked against the person, then kept."""
+        if not full:
+            return
+        st = [states[k] for k in full]
+        surs = [s.surrogate for s in st]
+        with self.timings("difp"):
+            r = self.p.protect(crops.model[full], seeds=[s.seed for s in st], id_codes=np.stack([s.id_code for s in st]),
+                               keys=self.cfg.keys, surrogates=None if any(v is None for v in surs) else np.stack(surs),
+                               key_crops=None if crops.key is None else crops.key[full])
+        for i, (k, s) in enumerate(zip(full, st)):
+            res = FaceResult(r.crops[i], r.keys[i] if r.keys else None, r.surrogates[i], r.protected_latents[i:i + 1])
+            if self.check.wanted(s):
+                res = self.check.check(s, res, frame, todo[k][1], crops.model[k], crops.c128[k],
+                                       None if crops.key is None else crops.key[k:k + 1])
+            if s.surrogate is None:  # one fake person per track, for its whole life
+                s.surrogate = res.surrogate
+            s.key = Keyframe(index, r.latents[i:i + 1], res.latent)
+            results[k] = res
+
+    def _carried(self, states: list[TrackState], crops: Crops, results: list, carried: list) -> None:
+        """Between keyframes the fake face follows the original's motion (one VAE round trip per face)."""
+        if not carried:
+            return
+        st = [states[k] for k in carried]
+        with self.timings("carry"):
+            r = self.p.carry(crops.model[carried], torch.cat([s.key.latent for s in st]),
+                             torch.cat([s.key.protected for s in st]), self.cfg.carry_cutoff, keys=self.cfg.keys,
+                             key_crops=None if crops.key is None else crops.key[carried])
+        for i, k in enumerate(carried):
+            results[k] = FaceResult(r.crops[i], r.keys[i] if r.keys else None)
+
+    def _paste(self, index, frame, out, todo, states, crops: Crops, results: list, plan: Plan) -> None:
+        res = self.p.resolution
+        scale = np.array([[res / 128.0], [res / 128.0]], np.float32)
+        for k, (t, m128) in enumerate(todo):
+            m, st, result = m128 * scale, states[k], results[k]
+            if st.weak:  # no fake face far enough from this person: fail closed
+                align.obscure(out, m128, 128)
+                self.stats.obscured += 1
+                continue
+            with self.timings("blend"):
+                align.paste(out, result.crop, m, crops.model[k])
+            if st.last is not result:  # a new result (not a similarity skip)
+                st.last, st.last_input = result, crops.model[k].astype(np.int16)
+            self.stats.protected += 1
+            self.stats.carried += k in plan.carried
+            if self.on_key is not None and result.key is not None:
+                self.on_key(FaceRecord(t.id, index, m, result.key, self._exact(frame, m)))
+
+    def _exact(self, frame: np.ndarray, m: np.ndarray):
+        """Exact recovery mode: the original pixels of the face's region."""
+        if not self.cfg.exact:
+            return None
+        box = align.roi_of(m, self.p.resolution, frame.shape[:2])
+        if box is None:
+            return None
+        x0, y0, x1, y1 = box
+        return box, frame[y0:y1, x0:x1].copy()
+
+
+def _thumb(frame: np.ndarray) -> np.ndarray:
+    h, w = frame.shape[:2]
+    grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    return cv2.resize(grey, (max(1, w // 8), max(1, h // 8)), interpolation=cv2.INTER_AREA).astype(np.int16)
+
+
+def _outside(box: np.ndarray, shape: tuple) -> float:
+    """Share of a face box that lies outside the frame."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    h, w = shape[:2]
+    area = max(x1 - x0, 1e-6) * max(y1 - y0, 1e-6)
+    inside = max(0.0, min(x1, w) - max(x0, 0)) * max(0.0, min(y1, h) - max(y0, 0))
+    return 1 - inside / area

@@ -1,0 +1,123 @@
+"""What the pipeline keeps per track, and the two per-face decisions that use it: the similarity skip (reuse a still
+face's last result) and the identity check (is the fake face far enough from this person, as it will look in the
+output?)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..faces import align
+
+MAX_LOOKS = 8  # recent views of a person kept per track for the verification (verify_every)
+
+
+@dataclass
+class FaceResult:
+    """One protected face: the crop (model resolution), its recovery key, the fake identity it was drawn with and,
+    for a DIFP keyframe, its protected latent (what later frames carry)."""
+
+    crop: np.ndarray
+    key: object = None  # FaceKey | None
+    surrogate: np.ndarray | None = None
+    latent: torch.Tensor | None = None  # [1, C, h, w]
+
+
+@dataclass
+class Keyframe:
+    index: int  # frame number of the track's last DIFP run
+    latent: torch.Tensor  # the original's latent z0 there [1, C, h, w]
+    protected: torch.Tensor  # the protected latent z0' there [1, C, h, w]
+
+
+@dataclass
+class TrackState:
+    """Identity (who this is and which fake person stands in), the last keyframe, and the last result."""
+
+    seed: int
+    id_code: np.ndarray  # the original's dlib code at the track's first frame (or last refresh)
+    id_frame: int = 0
+    surrogate: np.ndarray | None = None  # the fake identity, one per track for its whole life
+    seen_codes: list = field(default_factory=list)  # the original's codes at verified keyframes (newest last)
+    weak: bool = False  # the last keyframe's fake face still matched the original: blurred until a keyframe passes
+    key: Keyframe | None = None
+    last: FaceResult | None = None  # the last result pasted (reused when time runs out, or the face is still)
+    last_input: np.ndarray | None = None  # the original crop that produced it (int16, for the similarity skip)
+
+    def looks(self) -> np.ndarray:
+        """The original's identity codes a fake face is checked against: the track's own plus recent views."""
+        return np.stack([self.id_code, *self.seen_codes])
+
+
+class SimilaritySkip:
+    """While a face's aligned crop changes by less than ``level`` (mean absolute difference, 0-255), its last result
+    (and recovery key) is reused: still faces and repeated frames cost nothing. ``level`` 0: off."""
+
+    def __init__(self, level: float):
+        self.level = level
+
+    def same(self, state: TrackState, crop: np.ndarray) -> bool:
+        return (self.level > 0 and state.last_input is not None
+                and float(np.mean(np.abs(crop.astype(np.int16) - state.last_input))) < self.level)
+
+
+class IdentityCheck:
+    """A fake face must be far (dlib L2 >= ``cfg.verify_distance``) from every view of the person seen so far, as it
+    will look in the output (pasted, colour-matched, re-cropped). Too close: other fake identities are drawn (up to
+    ``cfg.verify_tries``) and the farthest is kept; if even that one is closer than ``cfg.blur_below``, the track
+    is marked weak (blurred until a later keyframe passes)."""
+
+    def __init__(self, protector, identity_encoder, cfg, timings, stats):
+        self.p, self.id_enc, self.cfg, self.timings, self.stats = protector, identity_encoder, cfg, timings, stats
+
+    @property
+    def on(self) -> bool:
+        return self.cfg.verify_distance > 0
+
+    def wanted(self, st: TrackState) -> bool:
+        """A track's first keyframe is always checked; later ones with ``verify_every``."""
+        return self.on and (st.surrogate is None or self.cfg.verify_every)
+
+    def distance(self, seen: np.ndarray, codes: np.ndarray) -> float:
+        """dlib distance from a protected face to the nearest of the original's identity codes ``[K, D]``."""
+        with self.timings("verify"):
+            return float(np.linalg.norm(codes - self.id_enc(seen[None])[0], axis=1).min())
+
+    @staticmethod
+    def look(frame: np.ndarray, m128: np.ndarray, original: np.ndarray):
+        """How a protected crop will look in the output: what a recognizer would see there."""
+        res = original.shape[0]
+        m = m128 * np.float32(res / 128.0)
+
+        def seen(crop: np.ndarray) -> np.ndarray:
+            patch = frame.copy()
+            align.paste(patch, crop, m, original)
+            return align.crop(patch, m128, 128)
+        return seen
+
+    def check(self, st: TrackState, result: FaceResult, frame: np.ndarray, m128: np.ndarray, crop: np.ndarray,
+              crop128: np.ndarray, key_crop: np.ndarray | None) -> FaceResult:
+        """The result to keep for this keyframe (maybe a redrawn one); sets ``st.weak`` and, when a redraw replaced
+        a later keyframe's fake person, ``st.surrogate``."""
+        first = st.surrogate
+        if first is not None:  # a later keyframe: this view of the person counts too
+            with self.timings("identity"):
+                st.seen_codes = [*st.seen_codes, self.id_enc(crop128[None])[0]][-MAX_LOOKS:]
+        look = self.look(frame, m128, crop)
+        best, d = result, self.distance(look(result.crop), st.looks())
+        for j in range(self.cfg.verify_tries):
+            if d >= self.cfg.verify_distance:
+                break
+            self.stats.redrawn += 1
+            with self.timings("difp"):
+                r = self.p.protect(crop[None], seeds=[st.seed + 7919 * (j + 1)], id_codes=st.id_code[None],
+                                   keys=self.cfg.keys, key_crops=key_crop)
+            d2 = self.distance(look(r.crops[0]), st.looks())
+            if d2 > d:
+                best, d = FaceResult(r.crops[0], r.keys[0] if r.keys else None, r.surrogates[0],
+                                     r.protected_latents[0:1]), d2
+        st.weak = d < min(self.cfg.blur_below, self.cfg.verify_distance)
+        if first is not None and best is not result:
+            st.surrogate = best.surrogate  # privacy first: this track's fake person changes from here on
+        return best
