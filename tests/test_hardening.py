@@ -129,7 +129,7 @@ def test_2_header_edits_track_removal_bombs_and_step_counts_are_refused(tmp_path
         KeyReader(p, secret)
     # a record that inflates far past its shapes (a zip bomb) and one asking for 999 steps: refused, cheaply
     bomb = zlib.compress(b"\0" * (200 << 20), 9)
-    monkeypatch.setattr(kf, "encode_payload", lambda rec: bomb)
+    monkeypatch.setattr(kf, "encode_payload", lambda rec: bomb)  # (the writer calls it through this module)
     _signed_file(tmp_path / "bomb.difpkeys", recipient, n=1)
     monkeypatch.undo()
     t0 = time.process_time()

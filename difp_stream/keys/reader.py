@@ -1,0 +1,173 @@
+"""Reading a key file: the signer checked against the trusted ones, every statement against the records before it,
+then the records decrypted for the tracks asked for; and re-sealing one track for another recipient (export)."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import mmap
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import Iterator
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .crypto import KeyError_, fingerprint, seal, unseal
+from .keyfile import (_HEAD, _SIG, MAGIC, VERSION, FaceRecord, _aad, _chain_next, _chain_start, _Raw, _track_of,
+                      binding, decode_payload, read_raw)
+from .signing import default_trusted, raw, signer_fingerprint, verify
+
+
+class KeyReader:
+    """Open a key file with the recipient's secret; ``records(tracks)`` yields decrypted :class:`FaceRecord`s.
+    The file must be signed by one of ``trusted`` (Ed25519 public keys; default: this host's signer and the config
+    folder's ``trusted/*.pub``); only records covered by a valid signature are read."""
+
+    def __init__(self, path: str | Path, secret, partial: bool = False, trusted: list | None = None):
+        self.path = Path(path)
+        try:
+            with open(self.path, "rb") as f:
+                data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(f.fileno()).st_size else b""
+        except (OSError, ValueError) as e:
+            raise KeyError_(f"cannot read key file {path}: {e}") from None
+        self.header, header_body, recs, self.truncated = read_raw(data)
+        self.stream_id = bytes.fromhex(self.header["stream_id"])
+        self.bound = binding(self.header)
+        self.secret = secret
+        self.partial = partial
+        signer = bytes.fromhex(self.header["signer"])
+        self.signer = signer.hex()
+        trusted = default_trusted() if trusted is None else trusted
+        if signer not in {raw(k) for k in trusted}:
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+            fp = signer_fingerprint(Ed25519PublicKey.from_public_bytes(signer))
+            raise KeyError_(f"key file {path} is signed by filter key {fp}, which is not trusted here (pass --trust "
+                            "with that filter's signer.key.pub, or put it in the trusted/ folder)")
+        self.export = None
+        if recs and recs[0].kind == "X":
+            try:
+                self.export = json.loads(recs[0].body)
+                int(self.export["exported_track"])
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+                raise KeyError_("key file export note is damaged") from None
+        self._recs, statement = self._verified(recs, signer, hashlib.sha256(header_body).digest())
+        if statement is None:
+            raise KeyError_(f"key file {path} is incomplete and holds no signed records (cut short before its first "
+                            "signature)")
+        listed = sorted(int(t) for t in statement["tracks"])
+        if self.export is not None:
+            listed = [t for t in listed if t == int(self.export["exported_track"])]
+        self.tracks = listed
+        sealed = {_track_of(r) for r in self._recs if r.kind == "T"}
+        if set(listed) - sealed:
+            raise KeyError_(f"track(s) {sorted(set(listed) - sealed)} were removed from the key file (file altered)")
+        self.media = statement.get("media") or {}
+        self.complete = not self.truncated and statement["final"] and self._unsigned == 0
+        if not self.complete and not partial:
+            raise KeyError_(f"key file {path} is incomplete (cut short{' mid-record' if self.truncated else ''}); "
+                            "use --partial to read it up to its last signed record")
+        self._data_keys: dict[int, bytes] = {}
+
+    def _verified(self, recs: list[_Raw], signer: bytes, header_digest: bytes) -> tuple[list[_Raw], dict | None]:
+        """The records up to the last valid statement, checking every statement against the records before it."""
+        chains: dict[int, list] = {}
+        upto, statement = 0, None
+        only = int(self.export["exported_track"]) if self.export is not None else None
+        for i, r in enumerate(recs):
+            if r.kind in "FE":
+                t = _track_of(r)
+                c = chains.setdefault(t, [0, _chain_start(header_digest, t), False])
+                c[0], c[1], c[2] = c[0] + 1, _chain_next(c[1], r.body), c[2] or r.kind == "E"
+            elif r.kind == "S":
+                sig, body = r.body[:_SIG], r.body[_SIG:]
+                if len(sig) < _SIG or not verify(signer, sig, body):
+                    raise KeyError_("key file signature does not verify (the file was altered or forged)")
+                try:
+                    st = json.loads(body)
+                    claimed = {int(t): (int(v[0]), str(v[1]), bool(v[2])) for t, v in st["tracks"].items()}
+                    ok_header = st["header"] == header_digest.hex()
+                except (ValueError, KeyError, TypeError, IndexError):
+                    raise KeyError_("key file statement is damaged") from None
+                if not ok_header:
+                    raise KeyError_("key file header was altered (it does not match the signed statement)")
+                mine = {t: (c[0], c[1].hex(), c[2]) for t, c in chains.items()}
+                if only is not None:
+                    claimed = {t: v for t, v in claimed.items() if t == only}
+                if mine != claimed:
+                    raise KeyError_("key file records do not match the filter's signature (records or tracks were "
+                                    "removed, added or altered)")
+                upto, statement = i + 1, st
+        self._unsigned = sum(r.kind in "FE" for r in recs[upto:])
+        return [r for r in recs[:upto] if r.kind != "S"] + [r for r in recs[upto:] if r.kind == "T"], statement
+
+    def _key(self, t: int) -> bytes:
+        if t not in self._data_keys:
+            blob = next((r.body[4:] for r in self._recs if r.kind == "T" and _track_of(r) == t), None)
+            if blob is None:
+                raise KeyError_(f"track {t} is not in the key file (tracks: {self.tracks})")
+            self._data_keys[t] = unseal(blob, self.secret, _aad(b"T", self.bound, t))
+        return self._data_keys[t]
+
+    def records(self, tracks: list[int] | None = None) -> Iterator[FaceRecord]:
+        want = set(self.tracks if tracks is None else tracks)
+        missing = want - set(self.tracks)
+        if missing:
+            raise KeyError_(f"track(s) {sorted(missing)} not in the key file (tracks: {self.tracks})")
+        seen: dict[int, int] = {t: 0 for t in want}
+        for r in self._recs:
+            if r.kind == "F" and r.size >= 8 + 12 + 16:
+                t, seq = struct.unpack_from("<II", r.buf, r.start)
+                if t not in want:
+                    continue
+                if seq != seen[t]:
+                    raise KeyError_(f"track {t}: record {seen[t]} is missing or out of order (file altered)")
+                body = r.body
+                try:
+                    plain = AESGCM(self._key(t)).decrypt(body[8:20], body[20:], _aad(b"F", self.bound, t, seq))
+                except InvalidTag:
+                    raise KeyError_(f"track {t}: record {seq} failed authentication (the key file was altered)") from None
+                seen[t] += 1
+                try:
+                    yield decode_payload(t, plain, self.header["shapes"])
+                except (zlib.error, struct.error, ValueError) as e:
+                    raise KeyError_(f"track {t}: record {seq} is malformed: {e}") from None
+            elif r.kind == "F":
+                raise KeyError_("key file is damaged (short face record)")
+            elif r.kind == "E" and r.size >= 4 + 12 + 16:
+                t, body = _track_of(r), r.body
+                if t not in want:
+                    continue
+                try:
+                    count = struct.unpack("<I", AESGCM(self._key(t)).decrypt(body[4:16], body[16:],
+                                                                             _aad(b"E", self.bound, t)))[0]
+                except InvalidTag:
+                    raise KeyError_(f"track {t}: end record failed authentication (the key file was altered)") from None
+                if count != seen[t]:
+                    raise KeyError_(f"track {t}: {count - seen[t]} record(s) missing (the key file was altered)")
+            elif r.kind == "E":
+                raise KeyError_("key file is damaged (short end record)")
+
+    def export_track(self, track: int, recipient, path: str | Path) -> None:
+        """A new key file holding only ``track``, its data key re-sealed to ``recipient``: the filter's header and
+        last signed statement travel unchanged, so the new reader can check the track against the filter's
+        signature."""
+        if track not in self.tracks:
+            raise KeyError_(f"track {track} not in the key file (tracks: {self.tracks})")
+        key = self._key(track)
+        data = self.path.read_bytes()
+        header, header_body, recs, _ = read_raw(data)
+        last = max(i for i, r in enumerate(recs) if r.kind == "S")
+        note = {"exported_track": track, "recipient": fingerprint(recipient), "exported_from": header.get("recipient")}
+        out = io.BytesIO()
+        out.write(MAGIC + bytes([VERSION]))
+        parts = [("H", header_body), ("X", json.dumps(note, sort_keys=True).encode()),
+                 ("T", struct.pack("<I", track) + seal(key, recipient, _aad(b"T", self.bound, track)))]
+        parts += [(r.kind, r.body) for r in recs[:last] if r.kind in "FE" and _track_of(r) == track]
+        parts.append(("S", recs[last].body))
+        for kind, body in parts:
+            out.write(_HEAD.pack(ord(kind), len(body)) + body)
+        Path(path).write_bytes(out.getvalue())
