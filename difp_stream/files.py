@@ -3,11 +3,14 @@ and renamed when the run succeeds (or is interrupted cleanly); a failed run remo
 what a killed one left behind."""
 from __future__ import annotations
 
+import logging
+
 import os
-import sys
 from pathlib import Path
 
 from .errors import OutputError
+
+log = logging.getLogger(__name__)
 
 
 def partial_path(dst: str | Path) -> Path:
@@ -30,7 +33,7 @@ def remove_stale(*tmps: str | Path) -> None:
     """Remove partial files that a killed run left behind (said on stderr)."""
     for tmp in map(Path, tmps):
         if tmp.exists():
-            print(f"note: removing {tmp}, left by an earlier run that did not finish", file=sys.stderr)
+            log.info(f"removing {tmp}, left by an earlier run that did not finish")
             tmp.unlink()
 
 

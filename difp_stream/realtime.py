@@ -8,8 +8,8 @@ leaves unprocessed."""
 from __future__ import annotations
 
 import json
+import logging
 import os
-import sys
 import time
 from collections import deque
 from dataclasses import dataclass, replace
@@ -19,6 +19,8 @@ import numpy as np
 from .pipeline import FaceProtector
 from .video.sinks import FileSink
 from .video.source import LiveSource
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -112,7 +114,7 @@ def run_live(source: LiveSource, fp: FaceProtector, sinks: list, cfg: LiveConfig
     """Filter ``source`` into ``sinks`` until the source ends, ``duration`` passes or Ctrl-C. Returns the final stats.
     Raises the source's error (after closing the outputs) when it gave up reconnecting."""
     cfg = cfg or LiveConfig()
-    log = log or (lambda m: print(m, file=sys.stderr))
+    log = log or _log.info
     stats, in_times = LiveStats(), deque(maxlen=250)
     pending: list = []
     fp.on_key = pending.append if keys is not None else None

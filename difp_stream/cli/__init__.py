@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 
+from .. import logs
 from .common import EXIT_INTERRUPTED
 from .keys import cmd_keygen, cmd_keys, cmd_recover
 from .protect import cmd_protect
@@ -19,6 +20,7 @@ COMMANDS = {"train": cmd_train, "distill": cmd_distill, "encoder": cmd_encoder, 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    logs.setup()
     try:
         if argv and argv[0] in COMMANDS:
             return COMMANDS[argv[0]](argv[1:])

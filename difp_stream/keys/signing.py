@@ -7,8 +7,9 @@ The filter host's key lives in the config folder (``$DIFP_STREAM_CONFIG`` or ``~
 in ``trusted/*.pub`` there, and any given with ``--trust``."""
 from __future__ import annotations
 
+import logging
+
 import os
-import sys
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -16,6 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ..errors import KeyError_
+
+log = logging.getLogger(__name__)
 
 CONTEXT = b"difp-stream key file statement v1\n"
 
@@ -46,7 +49,7 @@ def host_signer() -> Ed25519PrivateKey:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             generate_signer(path)
-            print(f"note: made this host's key-file signing key {path} (readers trust {path}.pub)", file=sys.stderr)
+            log.info(f"made this host's key-file signing key {path} (readers trust {path}.pub)")
         except FileExistsError:  # another process made it meanwhile
             pass
     return load_signer(path)

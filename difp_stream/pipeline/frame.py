@@ -7,7 +7,7 @@ named stages, and anything that fails is covered (fail closed):
 """
 from __future__ import annotations
 
-import sys
+import logging
 from dataclasses import dataclass, field
 
 import cv2
@@ -21,6 +21,8 @@ from ..faces.track import Track, Tracker
 from ..keys.keyfile import FaceRecord
 from .config import PipelineConfig, Stats, Timings
 from .tracks import FaceResult, IdentityCheck, Keyframe, SimilaritySkip, TrackState
+
+log_ = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,7 +57,7 @@ class FaceProtector:
         self.skip = SimilaritySkip(self.cfg.skip_below)
         self.check = IdentityCheck(protector, identity_encoder, self.cfg, self.timings, self.stats)
         self.on_key = on_key  # callable(FaceRecord)
-        self.log = log or (lambda m: print(f"warning: {m}", file=sys.stderr))
+        self.log = log or log_.warning
         self._warned: set[str] = set()
         self.last_faces: list = []
         self._ref: np.ndarray | None = None  # 1/8-scale grey of the last detected frame (detect_every > 1)

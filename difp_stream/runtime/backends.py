@@ -7,12 +7,14 @@
 ``select(name, model)`` resolves ``auto`` and falls back with a one-line reason."""
 from __future__ import annotations
 
-import sys
+import logging
 
 import torch
 
 from ..difp.models import DIFPModel
 from .ort import OrtBackend
+
+_log = logging.getLogger(__name__)
 
 
 def available() -> dict[str, str | None]:
@@ -37,7 +39,7 @@ def available() -> dict[str, str | None]:
 def select(name: str, model: DIFPModel, device: str = "cpu", log=None):
     """The backend object for ``name`` (``auto``: on a GPU TensorRT where installed, else PyTorch fp16 with CUDA
     graphs; on CPU ONNX Runtime, else PyTorch). Returns ``(backend or None for plain torch, name used)``."""
-    log = log or (lambda m: print(m, file=sys.stderr))
+    say = log or _log.warning
     avail = available()
     order = [name] if name != "auto" else (["tensorrt", "torch-cuda", "torch"] if device.startswith("cuda") else ["onnxruntime", "torch"])
     for cand in order:
@@ -58,5 +60,5 @@ def select(name: str, model: DIFPModel, device: str = "cpu", log=None):
                     return CudaGraphBackend(model), cand
             except Exception as e:  # fall back, saying why in one line
                 why = f"{type(e).__name__}: {e}"
-        log(f"backend {cand} unavailable ({why}); falling back")
+        say(f"backend {cand} unavailable ({why}); falling back")
     return None, "torch"

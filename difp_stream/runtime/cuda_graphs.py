@@ -5,13 +5,16 @@ captured once per graph and batch size (a few-step sampler makes many small call
 that is how CPU tests check the dtype handling without a GPU."""
 from __future__ import annotations
 
+import logging
+
 import copy
-import sys
 from dataclasses import dataclass
 
 import torch
 
 from ..difp.models import DIFPModel
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,7 +44,7 @@ class CudaGraphBackend:
             try:
                 g = self._capture(fn, inputs)
             except RuntimeError as e:  # a graph that cannot be captured: eager fp16 from now on, said once
-                print(f"torch-cuda: CUDA graph capture failed ({e}); running eagerly", file=sys.stderr)
+                log.warning(f"torch-cuda: CUDA graph capture failed ({e}); running eagerly")
                 self.use_graphs = False
                 return fn(*inputs).float()
             self._graphs[key] = g

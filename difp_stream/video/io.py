@@ -2,8 +2,9 @@
 and copy the audio (and other) streams untouched, with timing, metadata and rotation kept."""
 from __future__ import annotations
 
+import logging
+
 import os
-import sys
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -15,6 +16,8 @@ from tqdm import tqdm
 
 from ..errors import InputError, OutputError, UsageError
 from ..files import partial_path
+
+log = logging.getLogger(__name__)
 
 
 STREAM_TAG = "difp_stream_id"  # container tag tying a protected video to its key file
@@ -170,7 +173,7 @@ def transcode(src: str | Path, dst: str | Path, process: Callable[[int, np.ndarr
     The output is written to a hidden partial file and renamed when complete; on error it is removed; on Ctrl-C
     (or SIGTERM, raised as KeyboardInterrupt by the caller) it is finalised (playable) and kept. Returns frames
     written."""
-    warn = on_warning or (lambda m: print(f"warning: {m}", file=sys.stderr))
+    warn = on_warning or log.warning
     dst = Path(dst)
     codec = choose_codec(dst, codec)
     rotation = first_rotation(src)  # before the header is written: an audio packet may be muxed first
