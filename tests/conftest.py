@@ -44,3 +44,11 @@ def id_codes() -> np.ndarray:
 
 def needs(path: Path):
     return pytest.mark.skipif(not path.exists(), reason=f"{path} not present")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny_model):
+    """The tiny model saved as a model folder (for ``--model DIR``)."""
+    d = tmp_path_factory.mktemp("model")
+    tiny_model.save(d)
+    return d

@@ -31,13 +31,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tiny_model):
-    d = tmp_path_factory.mktemp("model")
-    tiny_model.save(d)
-    return d
-
-
-@pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     return make_clip(tmp_path_factory.mktemp("clips") / "face.mp4", frames=10)
 

@@ -149,13 +149,6 @@ def two_face_clip(tmp_path_factory):
     return make_clip(tmp_path_factory.mktemp("two") / "two.mp4", frames=10, size=(480, 240), two=True)
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tiny_model):
-    d = tmp_path_factory.mktemp("model")
-    tiny_model.save(d)
-    return d
-
-
 def _frames(path):
     with av.open(str(path)) as c:
         return [f.to_ndarray(format="rgb24").astype(np.float64) for f in c.decode(video=0)]

@@ -15,13 +15,6 @@ CROWD = VIDEOS / "facenet_pytorch_video.mp4"
 CLIPS = sorted(c for c in VIDEOS.glob("*.mp4") if c != CROWD) if VIDEOS.is_dir() else []
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, tiny_model):
-    d = tmp_path_factory.mktemp("model")
-    tiny_model.save(d)
-    return d
-
-
 def _params():
     for c in CLIPS:
         yield pytest.param(c, id=c.stem)

@@ -29,33 +29,37 @@ def generate(secret_path: str | Path, passphrase: bytes | None = None) -> tuple[
     return secret_path, pub_path
 
 
-def load_public(path: str | Path) -> X25519PublicKey:
+def load_pem(path: str | Path, cls, what: str, private: bool, passphrase: bytes | None = None, hint: str = ""):
+    """A PEM key of type ``cls`` from ``path``, or a :class:`KeyError_` that says what is wrong with it."""
     try:
-        key = serialization.load_pem_public_key(Path(path).read_bytes())
-    except (ValueError, OSError) as e:
-        raise KeyError_(f"cannot read public key {path}: {e}") from None
-    if not isinstance(key, X25519PublicKey):
-        raise KeyError_(f"{path} is not an X25519 public key")
-    return key
-
-
-def load_secret(path: str | Path, passphrase: bytes | None = None) -> X25519PrivateKey:
-    try:
-        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=passphrase)
+        data = Path(path).read_bytes()
+        key = (serialization.load_pem_private_key(data, password=passphrase) if private
+               else serialization.load_pem_public_key(data))
     except TypeError:
         raise KeyError_(f"{path} is passphrase-protected: give the passphrase (DIFP_PASSPHRASE or --passphrase-file)") from None
     except (ValueError, OSError) as e:
-        raise KeyError_(f"cannot read secret key {path}: {e}") from None
-    if not isinstance(key, X25519PrivateKey):
-        raise KeyError_(f"{path} is not an X25519 secret key")
+        raise KeyError_(f"cannot read {what} {path}: {e}") from None
+    if not isinstance(key, cls):
+        raise KeyError_(f"{path} is not an {cls.__name__.replace('PrivateKey', '').replace('PublicKey', '')} "
+                        f"{what}{hint}")
     return key
 
 
-def public_bytes(key: X25519PublicKey) -> bytes:
+def load_public(path: str | Path) -> X25519PublicKey:
+    return load_pem(path, X25519PublicKey, "public key", private=False)
+
+
+def load_secret(path: str | Path, passphrase: bytes | None = None) -> X25519PrivateKey:
+    return load_pem(path, X25519PrivateKey, "secret key", private=True, passphrase=passphrase)
+
+
+def public_bytes(key) -> bytes:
+    """The raw public key (X25519 or Ed25519)."""
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
-def fingerprint(key: X25519PublicKey) -> str:
+def fingerprint(key) -> str:
+    """A short name for a public key (X25519 or Ed25519): the first 8 bytes of its SHA-256, in hex."""
     h = hashes.Hash(hashes.SHA256())
     h.update(public_bytes(key))
     return h.finalize()[:8].hex()

@@ -13,10 +13,10 @@ import os
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ..errors import KeyError_
+from .crypto import fingerprint, load_pem, public_bytes
 
 log = logging.getLogger(__name__)
 
@@ -56,33 +56,16 @@ def host_signer() -> Ed25519PrivateKey:
 
 
 def load_signer(path: str | Path) -> Ed25519PrivateKey:
-    try:
-        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
-    except (ValueError, TypeError, OSError) as e:
-        raise KeyError_(f"cannot read signing key {path}: {e}") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise KeyError_(f"{path} is not an Ed25519 signing key (make one with `difp-stream keygen --signer`)")
-    return key
+    return load_pem(path, Ed25519PrivateKey, "signing key", private=True,
+                    hint=" (make one with `difp-stream keygen --signer`)")
 
 
 def load_verifier(path: str | Path) -> Ed25519PublicKey:
-    try:
-        key = serialization.load_pem_public_key(Path(path).read_bytes())
-    except (ValueError, OSError) as e:
-        raise KeyError_(f"cannot read signer public key {path}: {e}") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise KeyError_(f"{path} is not an Ed25519 public key (a filter's signer.key.pub)")
-    return key
+    return load_pem(path, Ed25519PublicKey, "public key", private=False, hint=" (a filter's signer.key.pub)")
 
 
-def raw(key: Ed25519PublicKey) -> bytes:
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
-def signer_fingerprint(key: Ed25519PublicKey) -> str:
-    h = hashes.Hash(hashes.SHA256())
-    h.update(raw(key))
-    return h.finalize()[:8].hex()
+raw = public_bytes  # the raw Ed25519 public key
+signer_fingerprint = fingerprint
 
 
 def default_trusted() -> list[Ed25519PublicKey]:
