@@ -23,7 +23,7 @@ from difp_stream.pipeline import PipelineConfig  # noqa: E402
 
 
 def generated_clip(path: Path, frames: int = 100) -> Path:
-    from tests.clips import make_clip
+    from difp_stream.video.synthetic import make_clip
 
     return make_clip(path, frames=frames, size=(640, 480), fps=25, audio=True)
 

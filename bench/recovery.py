@@ -19,14 +19,11 @@ import av
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import RESULTS, SHARED, machine, psnr, ssim  # noqa: E402
-from difp_stream.benchmark import read_frames  # noqa: E402
-from difp_stream.cli import main as cli  # noqa: E402
-from difp_stream.faces.align import roi_of  # noqa: E402
-from difp_stream.keys import KeyReader, generate, load_secret  # noqa: E402
+from bench.common import RESULTS, SHARED, machine  # noqa: E402
+from difp_stream.benchmark import MODES, read_frames, round_trip  # noqa: E402,F401
+from difp_stream.keys import generate  # noqa: E402
 
 CLIPS = ["liveportrait_d12.mp4", "sadtalker_WDA_KatieHill_000.mp4", "egoblur_gen2_demo_assets_test_face_video.mp4"]
-FACE = (16, 112)  # the face part of the 128 template
 
 
 def trimmed(src: Path, dst: Path, n: int) -> Path:
@@ -42,50 +39,6 @@ def trimmed(src: Path, dst: Path, n: int) -> Path:
     return dst
 
 
-def face_box(transform: np.ndarray, res: int, shape: tuple[int, int]):
-    """The template's face square in frame coordinates (the transform maps the frame to the model's crop)."""
-    s = res / 128.0
-    m = transform.astype(np.float64).copy()
-    m[:, 2] -= FACE[0] * s  # shift so that the face square starts at 0 ...
-    return roi_of(m.astype(np.float32), int(round((FACE[1] - FACE[0]) * s)), shape, pad=0)  # ... and has that size
-
-
-MODES = {  # label: protect options
-    "diffusion, 64 px keys": ["--recovery", "diffusion", "--key-resolution", "64"],
-    "diffusion, 128 px keys": ["--recovery", "diffusion", "--key-resolution", "128"],
-    "diffusion, 256 px keys": ["--recovery", "diffusion", "--key-resolution", "256"],
-    "diffusion, 512 px keys": ["--recovery", "diffusion", "--key-resolution", "512"],
-    "exact": ["--recovery", "exact"],
-}
-
-
-def round_trip(clip: Path, work: Path, mode: str, secret: Path, pub: Path) -> dict:
-    out, rec = work / "out.mp4", work / "rec.mp4"
-    keys = Path(str(out) + ".difpkeys")
-    assert cli([str(clip), str(out), "--recipient", str(pub), *MODES[mode], "--seed", "1", "--no-progress",
-                "--overwrite"]) == 0
-    assert cli(["recover", str(out), str(rec), "--keys", str(keys), "--identity", str(secret), "--no-progress",
-                "--overwrite"]) == 0
-    orig, prot, back = (read_frames(p)[0] for p in (clip, out, rec))
-    from difp_stream.difp import load_default
-
-    res = load_default().cfg.resolution
-    p_rec, s_rec, p_prot = [], [], []
-    for r in KeyReader(keys, load_secret(secret)).records():
-        box = face_box(r.transform, res, orig[r.frame_index].shape[:2])
-        if box is None:
-            continue
-        x0, y0, x1, y1 = box
-        if min(x1 - x0, y1 - y0) < 8:
-            continue
-        o, b, pr = (f[r.frame_index][y0:y1, x0:x1] for f in (orig, back, prot))
-        p_rec.append(psnr(o, b))
-        s_rec.append(ssim(o, b))
-        p_prot.append(psnr(o, pr))
-    return {"faces": len(p_rec), "recovered_psnr_db": float(np.mean(p_rec)), "recovered_ssim": float(np.mean(s_rec)),
-            "protected_psnr_db": float(np.mean(p_prot)), "frames": len(orig)}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=24)
@@ -96,7 +49,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         secret, pub = generate(tmp / "auditor.key")
-        from tests.clips import make_clip
+        from difp_stream.video.synthetic import make_clip
 
         clips = [("generated 640×480", make_clip(tmp / "generated.mp4", frames=args.frames, size=(640, 480), fps=25))]
         clips += [(name, trimmed(SHARED / "videos" / name, tmp / name, args.frames))

@@ -29,6 +29,12 @@ def check_writable(folder: str | Path) -> None:
         raise OutputError(f"cannot write into {folder}: {e.strerror or e}") from None
 
 
+def refuse_existing(path: str | Path, overwrite: bool) -> None:
+    """An output that exists is replaced only with --overwrite."""
+    if Path(path).exists() and not overwrite:
+        raise OutputError(f"{path} exists (use --overwrite to replace it)")
+
+
 def remove_stale(*tmps: str | Path) -> None:
     """Remove partial files that a killed run left behind (said on stderr)."""
     for tmp in map(Path, tmps):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .pipeline import FaceProtector
+from .video.io import STREAM_TAG
 from .video.sinks import FileSink
 from .video.source import LiveSource
 
@@ -92,7 +93,7 @@ class KeyRouter:
     def on_open(self, path) -> dict:
         self.writer, self.final = self.make_writer(path)
         self.files.append(self.final)
-        return {"difp_stream_id": self.writer.stream_id.hex()}
+        return {STREAM_TAG: self.writer.stream_id.hex()}
 
     def on_close(self, path, frames: int) -> None:
         w, self.writer = self.writer, None

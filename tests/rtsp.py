@@ -99,7 +99,7 @@ def camera_frames(size=(320, 240)):
     import cv2
     import numpy as np
 
-    from .clips import astronaut
+    from difp_stream.video.synthetic import astronaut
 
     img, (w, h), i = astronaut(), size, 0
     while True:

@@ -6,7 +6,7 @@ import json
 import cv2
 
 from difp_stream.cli import main
-from tests.clips import make_clip
+from difp_stream.video.synthetic import make_clip
 
 
 def test_bench_command_writes_results_and_figures(tmp_path):

@@ -4,7 +4,7 @@ import pytest
 from difp_stream.faces import align
 from difp_stream.faces.detect import Detector, Face
 from difp_stream.faces.track import Tracker, greedy_match, iou_matrix
-from tests.clips import astronaut
+from difp_stream.video.synthetic import astronaut
 
 
 def test_iou_matrix_and_matching():

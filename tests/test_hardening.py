@@ -24,7 +24,7 @@ from difp_stream.keys import KeyError_, KeyReader, KeyWriter, generate, generate
 from difp_stream.keys import keyfile as kf
 from difp_stream.keys.signing import load_signer, load_verifier
 from difp_stream.video.io import count_frames, probe
-from tests.clips import astronaut, make_clip
+from difp_stream.video.synthetic import astronaut, make_clip
 from tests.test_keys import SHAPES, _record
 
 ROOT = Path(__file__).resolve().parents[1]

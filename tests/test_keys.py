@@ -13,7 +13,7 @@ from difp_stream.cli import main
 from difp_stream.difp import FaceKey
 from difp_stream.keys import FaceRecord, KeyError_, KeyReader, KeyWriter, generate, load_public, load_secret
 from difp_stream.metrics import psnr as _psnr
-from tests.clips import make_clip
+from difp_stream.video.synthetic import make_clip
 
 SHAPES = {"z_ts": [4, 16, 16], "correction": [4, 16, 16], "id_code": [128], "style": [2, 32]}
 
@@ -260,7 +260,7 @@ def test_diffusion_recovery_in_the_frame_passes_30_db_with_256_px_keys(tmp_path)
     """The auditor's view (bench/recovery.py's round trip: protect with a recipient, `recover`, the face region
     against the original decoded frame) with the shipped model: 256 px keys bring the face back above 30 dB, the
     model's 64 px keys (compact, video's default) do not on this clip."""
-    from bench.recovery import round_trip
+    from difp_stream.benchmark import round_trip
 
     clip = make_clip(tmp_path / "g.mp4", frames=6, size=(640, 480), fps=25)
     secret, pub = generate(tmp_path / "auditor.key")

@@ -7,7 +7,7 @@ import av
 
 from difp_stream.cli import main
 from difp_stream.keys import KeyReader, generate, load_secret
-from tests.clips import make_clip
+from difp_stream.video.synthetic import make_clip
 
 
 def test_file_as_camera_into_segments_with_keys(tmp_path):

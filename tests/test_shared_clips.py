@@ -4,7 +4,7 @@ import re
 import av
 import pytest
 
-from bench.common import faces_leaked
+from difp_stream.metrics import faces_leaked
 from difp_stream.cli import main
 from difp_stream.video.io import count_frames, probe
 from tests.conftest import VIDEOS

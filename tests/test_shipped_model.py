@@ -10,7 +10,7 @@ def test_shipped_weights_load_and_protect_a_face():
     assert model.is_trained
     r = model.cfg.resolution
     assert r >= 64
-    from tests.clips import astronaut
+    from difp_stream.video.synthetic import astronaut
     from difp_stream.faces import align
     from difp_stream.faces.detect import Detector
     import cv2
@@ -44,7 +44,7 @@ def test_shipped_fast_model_is_a_distilled_default():
     from difp_stream.difp.models import param_count
     from difp_stream.faces import align
     from difp_stream.faces.detect import Detector
-    from tests.clips import astronaut
+    from difp_stream.video.synthetic import astronaut
 
     fast, full = load_model("fast"), load_default()
     assert fast.is_trained and fast.cfg.distilled and fast.fast_dec is not None
@@ -72,7 +72,7 @@ def test_cli_fast_model_protects_and_recover_finds_it(tmp_path, capsys):
 
     from difp_stream.benchmark import faces_leaked
     from difp_stream.cli import main
-    from tests.clips import astronaut
+    from difp_stream.video.synthetic import astronaut
 
     img = astronaut()
     src, out, back = tmp_path / "a.png", tmp_path / "a_out.png", tmp_path / "a_back.png"

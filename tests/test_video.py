@@ -9,8 +9,8 @@ import pytest
 
 from difp_stream.cli import main
 from difp_stream.video.io import count_frames, probe
-from tests.clips import astronaut, make_clip
-from bench.common import faces_leaked as _leaks
+from difp_stream.video.synthetic import astronaut, make_clip
+from difp_stream.metrics import faces_leaked as _leaks
 
 
 @pytest.fixture(scope="module")

@@ -127,15 +127,15 @@ def sampling(args, model):
 
 
 def check_paths(src: Path, dst: Path, overwrite: bool) -> None:
-    from ..files import check_writable
+    from ..files import check_writable, refuse_existing
     from ..video import InputError, OutputError
 
     if not src.exists():
         raise InputError(f"input not found: {src}")
     if dst.exists() and dst.resolve() == src.resolve():
         raise OutputError("output is the input; difp-stream never writes over its input")
-    if dst.exists() and not overwrite and not (dst.is_dir() and not any(dst.iterdir())):
-        raise OutputError(f"{dst} exists (use --overwrite to replace it)")
+    if not (dst.is_dir() and not any(dst.iterdir())):  # an empty folder may be filled
+        refuse_existing(dst, overwrite)
     if not dst.parent.exists():
         raise OutputError(f"output folder {dst.parent} does not exist")
     check_writable(dst if dst.is_dir() else dst.parent)

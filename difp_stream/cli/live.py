@@ -47,6 +47,7 @@ def cmd_live(args) -> int:
 
 
 def _check_outputs(args, files: list[str]) -> None:
+    from ..files import refuse_existing
     from ..video import InputError, OutputError
 
     if len(files) > 1:
@@ -59,18 +60,17 @@ def _check_outputs(args, files: list[str]) -> None:
         fpath = Path(f)
         if not fpath.parent.exists():
             raise OutputError(f"output folder {fpath.parent} does not exist")
-        if not args.segment_seconds and fpath.exists() and not args.overwrite:
-            raise OutputError(f"{fpath} exists (use --overwrite to replace it)")
+        if not args.segment_seconds:
+            refuse_existing(fpath, args.overwrite)
         if args.keys and not args.no_keys:
             check_key_path(Path(args.keys), fpath, *([Path(args.input)] if args.live else []))
 
 
 def _key_router(args, files, model, protector, staged, sign_key):
     """One key file per output file or segment, each written under a partial name and put in place with it."""
-    from ..files import partial_path
+    from ..files import partial_path, refuse_existing
     from ..keys import KeyWriter, key_path_for
     from ..realtime import KeyRouter
-    from ..video import OutputError
 
     anchor = Path(files[0])
     if args.segment_seconds:
@@ -81,8 +81,7 @@ def _key_router(args, files, model, protector, staged, sign_key):
 
     def writer_for(path: Path):
         kp = Path(args.keys) if (args.keys and not args.segment_seconds) else key_path_for(path)
-        if kp.exists() and not args.overwrite:
-            raise OutputError(f"{kp} exists (use --overwrite to replace it)")
+        refuse_existing(kp, args.overwrite)
         w = KeyWriter(partial_path(kp), to, key_shapes(model, protector.key_resolution), info, signer=sign_key)
         return w, kp
 

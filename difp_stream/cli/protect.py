@@ -155,9 +155,9 @@ class Run:
 
     def check(self) -> None:
         """Everything that can be refused is refused before the model loads and before anything is written."""
-        from ..files import check_writable, partial_path, remove_stale
+        from ..files import check_writable, partial_path, refuse_existing, remove_stale
         from ..keys import key_path_for
-        from ..video import InputError, OutputError
+        from ..video import InputError
         from ..video.images import IMAGE_EXT
 
         a, src, dst = self.args, self.src, self.dst
@@ -180,8 +180,7 @@ class Run:
             dst.mkdir(exist_ok=True)
             check_writable(dst)
             for f in self.files:
-                if (dst / f.name).exists() and not a.overwrite:
-                    raise OutputError(f"{dst / f.name} exists (use --overwrite to replace it)")
+                refuse_existing(dst / f.name, a.overwrite)
 
     def set_up(self) -> None:
         from ..difp.identity import DlibIdentityEncoder
@@ -200,14 +199,13 @@ class Run:
 
     def make(self, key_path: Path | None, **extra):
         """A frame-level protector for one output, with its key writer (staged) when keys are kept."""
+        from ..files import refuse_existing
         from ..keys import KeyWriter
         from ..pipeline import FaceProtector
-        from ..video import OutputError
 
         writer = None
         if self.keys:
-            if key_path.exists() and not self.args.overwrite:
-                raise OutputError(f"{key_path} exists (use --overwrite to replace it)")
+            refuse_existing(key_path, self.args.overwrite)
             writer = KeyWriter(self.staged.stage(key_path), self.recipient,
                                key_shapes(self.model, self.protector.key_resolution), {**self.info, **extra},
                                signer=self.signer)
@@ -219,12 +217,12 @@ class Run:
     def video(self) -> None:
         from ..keys import key_path_for
         from ..video import Interrupted, transcode
-        from ..video.io import video_packets_sha256
+        from ..video.io import STREAM_TAG, video_packets_sha256
 
         a, t0 = self.args, time.time()
         key_path = Path(a.keys) if a.keys else key_path_for(self.dst)
         fp, writer = self.make(key_path if self.keys else None, media="video")
-        meta = {"difp_stream_id": writer.stream_id.hex()} if writer else {}
+        meta = {STREAM_TAG: writer.stream_id.hex()} if writer else {}
         stopped = None
         try:
             n = transcode(self.src, self.dst, fp.process, codec=a.codec, crf=a.crf, preset=a.preset,

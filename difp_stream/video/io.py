@@ -102,6 +102,11 @@ def kept_metadata(tags: dict, keep_all: bool, technical: set[str] = frozenset())
     return {k: v for k, v in tags.items() if k not in ("encoder", STREAM_TAG) and (keep_all or k in technical)}
 
 
+def container_options(path: str | Path) -> dict:
+    """Muxer options: MP4/MOV write our tags (the stream id) as plain metadata."""
+    return {"movflags": "use_metadata_tags"} if Path(path).suffix.lower() in (".mp4", ".mov", ".m4v") else {}
+
+
 X264_LIKE = ("libx264", "libx265", "h264", "hevc")
 
 
@@ -182,7 +187,7 @@ def transcode(src: str | Path, dst: str | Path, process: Callable[[int, np.ndarr
     vin.thread_type = "AUTO"
     tmp = partial_path(dst)
     try:
-        opts = {"movflags": "use_metadata_tags"} if dst.suffix.lower() in (".mp4", ".mov", ".m4v") else {}
+        opts = container_options(dst)
         out = av.open(str(tmp), "w", options=opts)
     except (av.error.FFmpegError, OSError) as e:
         inp.close()

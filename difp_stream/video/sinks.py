@@ -11,7 +11,8 @@ import av
 import numpy as np
 
 from ..errors import OutputError, redact, redact_message
-from ..files import partial_path
+from ..files import partial_path, refuse_existing
+from .io import container_options
 
 
 def _even(img: np.ndarray) -> np.ndarray:
@@ -156,10 +157,9 @@ class FileSink:
 
     def _open(self, t: float) -> None:
         path = self._name()
-        if path.exists() and not self.overwrite:
-            raise OutputError(f"{path} exists (use --overwrite to replace it)")
+        refuse_existing(path, self.overwrite)
         meta = self.on_open(path) if self.on_open else {}
-        opts = {"movflags": "use_metadata_tags"} if path.suffix.lower() in (".mp4", ".mov", ".m4v") else {}
+        opts = container_options(path)
         try:
             self.enc = _Encoder(str(partial_path(path)), self.fps, self.size, None, opts, self.crf, self.preset, meta)
         except (av.error.FFmpegError, OSError) as e:

@@ -1,4 +1,5 @@
-"""Test clips made in the tests: a still face photo (scikit-image's astronaut) panned and zoomed, plus a sine tone."""
+"""Synthetic test clips (made, not shipped): a still face photo (scikit-image's astronaut) panned and zoomed, plus a
+sine tone. Used by the tests and the benchmarks."""
 from __future__ import annotations
 
 from fractions import Fraction
