@@ -119,6 +119,8 @@ def cmd_encoder(argv: list[str]) -> int:
     tp.add_argument("--out", required=True, help="run folder: checkpoint.pt, history.jsonl, model/")
     tp.add_argument("--size", type=int, default=EncoderConfig.size, help="input crop size (default: 128)")
     tp.add_argument("--channels", default=",".join(map(str, EncoderConfig.channels)), help="stage widths")
+    tp.add_argument("--head-channels", type=int, default=EncoderConfig.head_channels,
+                    help="features squeezed to this many channels before the dense head (0: none)")
     for f in ("steps", "batch", "eval_pairs", "reload_every"):
         tp.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(d, f), help=f"(default: {getattr(d, f)})")
     for f in ("lr", "checkpoint_seconds", "jitter"):
@@ -139,7 +141,8 @@ def cmd_encoder(argv: list[str]) -> int:
         return EXIT_OK
     cfg = EncoderTrainConfig(**{k: getattr(args, k) for k in ("steps", "batch", "eval_pairs", "reload_every", "lr",
                                                               "checkpoint_seconds", "jitter")})
-    mcfg = EncoderConfig(size=args.size, channels=tuple(int(c) for c in args.channels.split(",")))
+    mcfg = EncoderConfig(size=args.size, channels=tuple(int(c) for c in args.channels.split(",")),
+                         head_channels=args.head_channels)
     EncoderTrainer(args.pairs, args.out, cfg, mcfg, progress=not args.no_progress).run()
     print(f"encoder written to {Path(args.out) / 'model'}")
     return EXIT_OK

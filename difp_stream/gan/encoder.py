@@ -48,9 +48,11 @@ def ffhq_crop(frame: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray
 @dataclass
 class EncoderConfig:
     size: int = 128  # input crop (FFHQ-aligned), pixels
-    channels: tuple = (32, 64, 128, 256, 512)  # one residual stage each; the stem and all stages but the first
-    #                                           halve the size (128 -> 4: ~0.8 GFLOP a face)
+    channels: tuple = (32, 64, 128, 192, 256)  # one residual stage each; the stem and all stages but the first
+    #                                           halve the size (128 -> 4: under 1 GFLOP a face)
     layer_rank: int = 32  # per-layer offsets (W+) through a shared basis of this rank
+    head_channels: int = 64  # the last features squeezed to this many channels before the dense head (few
+    #                          parameters: the encoder learns from a few thousand pairs); 0: flatten them all
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -82,8 +84,9 @@ class StyleEncoder(nn.Module):
         self.stages = nn.Sequential(*[_Block(a, b, 1 if i == 0 else 2) for i, (a, b) in
                                       enumerate(zip([ch[0]] + ch[:-1], ch))])
         final = cfg.size >> len(ch)
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(ch[-1] * final * final, 1024), nn.SiLU(),
-                                  nn.Linear(1024, STYLE_DIM))
+        squeeze = [nn.Conv2d(ch[-1], cfg.head_channels, 1), nn.SiLU()] if cfg.head_channels else []
+        flat = (cfg.head_channels or ch[-1]) * final * final
+        self.head = nn.Sequential(*squeeze, nn.Flatten(), nn.Linear(flat, 1024), nn.SiLU(), nn.Linear(1024, STYLE_DIM))
         self.layer_coef = nn.Linear(STYLE_DIM, N_LAYERS * cfg.layer_rank)
         self.layer_basis = nn.Parameter(torch.zeros(cfg.layer_rank, STYLE_DIM))
         nn.init.zeros_(self.layer_coef.weight)
@@ -113,7 +116,7 @@ class StyleEncoder(nn.Module):
         from safetensors.torch import load_file
 
         folder = Path(folder)
-        d = json.loads((folder / "encoder.json").read_text())
+        d = {"head_channels": 0, **json.loads((folder / "encoder.json").read_text())}  # (first runs: no squeeze)
         enc = cls(EncoderConfig(**{**d, "channels": tuple(d["channels"])}))
         enc.load_state_dict({k: v.float() for k, v in load_file(str(folder / "encoder.safetensors")).items()})
         return enc.eval()

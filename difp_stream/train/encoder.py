@@ -112,7 +112,8 @@ class EncoderTrainer:
         self.detector = Detector(0.5, max_side=PAIR_SIZE)
         ckpt = self.out / "checkpoint.pt"
         state = torch.load(ckpt, weights_only=False) if ckpt.exists() else None
-        self.model_cfg = EncoderConfig(**state["model_cfg"]) if state else (model_cfg or EncoderConfig())
+        self.model_cfg = (EncoderConfig(**{"head_channels": 0, **state["model_cfg"]}) if state  # (first runs: none)
+                          else (model_cfg or EncoderConfig()))
         self._load_data()
         if not len(self.train_w):
             raise ValueError(f"no usable pairs in {self.pairs} (make them with `difp-stream encoder pairs`)")
