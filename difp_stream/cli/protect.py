@@ -28,6 +28,18 @@ def protect_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--seed", type=num(int, 0), default=c.seed, help="makes the fake identities reproducible (default: 0)")
     model_args(p)
+    _sampling_args(p, s)
+    _face_args(p, c)
+    video_args(p)
+    p.add_argument("--keep-metadata", action="store_true",
+                   help="keep the input's descriptive metadata (title, comments, GPS location, camera make and serial, "
+                        "creation time); by default only technical metadata is kept")
+    _live_args(p)
+    _key_args(p)
+    return p
+
+
+def _sampling_args(p: argparse.ArgumentParser, s) -> None:
     g = p.add_argument_group("DIFP sampling (defaults: the model's recommended values, else the paper's)")
     g.add_argument("--steps", type=num(int, 1, 50), default=None, help=f"DDIM steps (paper default: {s.steps})")
     g.add_argument("--inversion-steps", type=num(int, 1, 50), default=None,
@@ -42,6 +54,9 @@ def protect_parser() -> argparse.ArgumentParser:
     g.add_argument("--start-noise", type=num(float, 0, 1), default=None,
                    help="share of seeded noise in the fake face's start, 0-1: seeds differ more (default: the model's)")
     g.add_argument("--adaptive-realism", action="store_true", help="g_rea per step from SSIM (paper Eq. 14)")
+
+
+def _face_args(p: argparse.ArgumentParser, c) -> None:
     f = p.add_argument_group("faces")
     f.add_argument("--threshold", type=num(float, 0.05, 0.99), default=c.threshold, help=f"detector score threshold (default: {c.threshold})")
     f.add_argument("--detect-every", type=num(int, 1, 1000), default=c.detect_every, help="detect every N frames, track between (default: 1)")
@@ -62,10 +77,9 @@ def protect_parser() -> argparse.ArgumentParser:
     f.add_argument("--skip-below", type=num(float, 0, 255), default=c.skip_below,
                    help=f"reuse a face's last result while its aligned crop changes less than this mean level "
                         f"(0-255; default: {c.skip_below}; 0: off)")
-    video_args(p)
-    p.add_argument("--keep-metadata", action="store_true",
-                   help="keep the input's descriptive metadata (title, comments, GPS location, camera make and serial, "
-                        "creation time); by default only technical metadata is kept")
+
+
+def _live_args(p: argparse.ArgumentParser) -> None:
     lv = p.add_argument_group("live streams (input rtsp://... or any URL; or --live for a file played as a camera)")
     lv.add_argument("--live", action="store_true", help="treat a file input as a camera: read at its frame rate")
     lv.add_argument("--rtsp-transport", choices=["tcp", "udp"], default="tcp", help="RTSP transport (default: tcp)")
@@ -82,6 +96,9 @@ def protect_parser() -> argparse.ArgumentParser:
     lv.add_argument("--duration", type=num(float, 0), default=0.0, help="stop after this many seconds (default: run on)")
     lv.add_argument("--stats-every", type=num(float, 0), default=5.0, help="seconds between stats lines (0: none)")
     lv.add_argument("--stats-json", default=None, help="append stats as JSON lines to this file (- for stdout)")
+
+
+def _key_args(p: argparse.ArgumentParser) -> None:
     k = p.add_argument_group("recovery keys")
     k.add_argument("--recipient", default=None, help="public key (from `difp-stream keygen`) the keys are sealed to")
     k.add_argument("--keys", default=None, help="key file (default: OUTPUT.difpkeys; per image for folders)")
@@ -98,7 +115,6 @@ def protect_parser() -> argparse.ArgumentParser:
     k.add_argument("--key-refine", type=num(int, 0, 200), default=0, metavar="N",
                    help="fit each key's latent to the original face with N decoder-gradient steps: sharper diffusion "
                         "recovery (29.1 -> 30.8 dB at 12 with 64 px keys) for N more decoder passes per face")
-    return p
 
 
 def cmd_protect(argv: list[str]) -> int:
