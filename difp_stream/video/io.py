@@ -155,18 +155,61 @@ def first_rotation(path: str | Path) -> int:
         c.close()
 
 
-class _Writer:
-    """Mux into the output; a failed write (disk full, file too large, I/O error) is an :class:`OutputError`."""
+class _Output:
+    """The output container under its partial name: the video stream (codec, timing, rotation, the metadata policy)
+    and the copied audio and subtitle streams. A failed write (disk full, file too large) is an OutputError."""
 
-    def __init__(self, out, dst: Path):
-        self.out, self.dst = out, dst
+    def __init__(self, inp, vin, dst: Path, tmp: Path, codec: str, crf: int, preset: str, pix_fmt: str | None,
+                 rotation: int, metadata: dict | None, keep_metadata: bool, warn):
+        self.dst = dst
+        try:
+            self.c = av.open(str(tmp), "w", options=container_options(dst))
+        except (av.error.FFmpegError, OSError) as e:
+            raise OutputError(f"cannot write {dst}: {e}") from None
+        w, h = vin.codec_context.width, vin.codec_context.height
+        self.rate = vin.average_rate or vin.guessed_rate or Fraction(25)
+        v = self.video = self.c.add_stream(codec, rate=self.rate)
+        v.width, v.height = w, h
+        v.pix_fmt = pix_fmt or ("yuv420p" if (w % 2 == 0 and h % 2 == 0) else "yuv444p")
+        v.time_base = vin.time_base
+        v.codec_context.time_base = vin.time_base  # variable frame rates keep every timestamp (no rounding to 1/fps)
+        v.options = encoder_options(codec, crf, preset)
+        if rotation:
+            v.set_display_rotation(rotation)
+        self.c.metadata.update(kept_metadata(inp.metadata, keep_metadata))
+        self.c.metadata.update(metadata or {})
+        v.metadata.update(kept_metadata(vin.metadata, keep_metadata, TECHNICAL_STREAM_TAGS))
+        self.copies = {}
+        for s in list(inp.streams.audio) + list(inp.streams.subtitles):
+            try:
+                self.copies[s] = self.c.add_stream_from_template(s)
+                self.copies[s].metadata.update(kept_metadata(s.metadata, keep_metadata, TECHNICAL_STREAM_TAGS))
+            except (ValueError, av.error.FFmpegError) as e:
+                warn(f"stream {s.index} ({s.type}) cannot be copied into {dst.suffix}: {e}")
 
     def mux(self, packets) -> None:
         try:
             for p in packets:
-                self.out.mux(p)
+                self.c.mux(p)
         except (av.error.FFmpegError, OSError) as e:
             raise OutputError(f"cannot write {self.dst}: {getattr(e, 'strerror', None) or e}") from None
+
+    def copy(self, packet) -> None:
+        packet.stream = self.copies[packet.stream]
+        self.mux([packet])
+
+    def finish(self) -> None:
+        self.mux(self.video.encode(None))
+        try:
+            self.c.close()
+        except (av.error.FFmpegError, OSError) as e:
+            raise OutputError(f"cannot write {self.dst}: {getattr(e, 'strerror', None) or e}") from None
+
+    def abort(self) -> None:
+        try:
+            self.c.close()
+        except (av.error.FFmpegError, OSError):
+            pass  # already failing: the first error is the one to report
 
 
 def transcode(src: str | Path, dst: str | Path, process: Callable[[int, np.ndarray], np.ndarray],
@@ -187,76 +230,16 @@ def transcode(src: str | Path, dst: str | Path, process: Callable[[int, np.ndarr
     vin.thread_type = "AUTO"
     tmp = partial_path(dst)
     try:
-        opts = container_options(dst)
-        out = av.open(str(tmp), "w", options=opts)
-    except (av.error.FFmpegError, OSError) as e:
+        out = _Output(inp, vin, dst, tmp, codec, crf, preset, pix_fmt, rotation, metadata, keep_metadata, warn)
+    except BaseException:
         inp.close()
-        raise OutputError(f"cannot write {dst}: {e}") from None
-    written = 0
-    interrupted = False
+        raise
     try:
-        w, h = vin.codec_context.width, vin.codec_context.height
-        rate = vin.average_rate or vin.guessed_rate or Fraction(25)
-        vout = out.add_stream(codec, rate=rate)
-        vout.width, vout.height = w, h
-        vout.pix_fmt = pix_fmt or ("yuv420p" if (w % 2 == 0 and h % 2 == 0) else "yuv444p")
-        vout.time_base = vin.time_base
-        vout.codec_context.time_base = vin.time_base  # variable frame rates keep every timestamp (no rounding to 1/fps)
-        vout.options = encoder_options(codec, crf, preset)
-        if rotation:
-            vout.set_display_rotation(rotation)
-        out.metadata.update(kept_metadata(inp.metadata, keep_metadata))
-        out.metadata.update(metadata or {})
-        vout.metadata.update(kept_metadata(vin.metadata, keep_metadata, TECHNICAL_STREAM_TAGS))
-        writer = _Writer(out, dst)
-        copies = {}
-        for s in list(inp.streams.audio) + list(inp.streams.subtitles):
-            try:
-                copies[s] = out.add_stream_from_template(s)
-                copies[s].metadata.update(kept_metadata(s.metadata, keep_metadata, TECHNICAL_STREAM_TAGS))
-            except (ValueError, av.error.FFmpegError) as e:
-                warn(f"stream {s.index} ({s.type}) cannot be copied into {dst.suffix}: {e}")
-        total = vin.frames or (int(float(vin.duration * vin.time_base) * rate) if vin.duration else None)
-        bar = tqdm(total=total or None, desc=desc, unit="frame", disable=not progress, dynamic_ncols=True)
-        last_pts = None
-        try:
-            for packet in inp.demux([vin, *copies]):
-                if packet.stream is vin:
-                    try:
-                        frames = packet.decode()
-                    except av.error.InvalidDataError as e:
-                        warn(f"damaged video data skipped near frame {written}: {e}")
-                        continue
-                    for frame in frames:
-                        img = rotate(frame.to_ndarray(format="rgb24"), rotation)
-                        img = _unrotate(process(written, img), rotation)
-                        new = av.VideoFrame.from_ndarray(img, format="rgb24")
-                        pts = frame.pts if frame.pts is not None else written
-                        if last_pts is not None and pts <= last_pts:
-                            pts = last_pts + 1
-                        new.pts, new.time_base, last_pts = pts, vin.time_base, pts
-                        writer.mux(vout.encode(new))
-                        written += 1
-                        bar.update(1)
-                elif packet.dts is not None:
-                    packet.stream = copies[packet.stream]
-                    writer.mux([packet])
-        except KeyboardInterrupt:
-            interrupted = True
-        except av.error.FFmpegError as e:
-            warn(f"input ends early (truncated or damaged): {e}; {written} frames kept")
-        bar.close()
-        writer.mux(vout.encode(None))
-        try:
-            out.close()
-        except (av.error.FFmpegError, OSError) as e:
-            raise OutputError(f"cannot write {dst}: {getattr(e, 'strerror', None) or e}") from None
+        written, interrupted = _pump(inp, vin, out, process, rotation, progress, desc, warn)
+        out.finish()
         inp.close()
     except BaseException:
-        try:
-            out.close()
-        except (av.error.FFmpegError, OSError):
-            pass  # already failing: the first error is the one to report
+        out.abort()
         inp.close()
         tmp.unlink(missing_ok=True)
         raise
@@ -267,6 +250,42 @@ def transcode(src: str | Path, dst: str | Path, process: Callable[[int, np.ndarr
     if interrupted:
         raise Interrupted(written, dst)
     return written
+
+
+def _pump(inp, vin, out: _Output, process, rotation: int, progress: bool, desc: str, warn) -> tuple[int, bool]:
+    """Every video frame through ``process`` into the encoder, the other packets copied; returns (frames written,
+    interrupted). A damaged packet is skipped; a input that ends early keeps what decoded."""
+    total = vin.frames or (int(float(vin.duration * vin.time_base) * out.rate) if vin.duration else None)
+    bar = tqdm(total=total or None, desc=desc, unit="frame", disable=not progress, dynamic_ncols=True)
+    written, last_pts = 0, None
+    try:
+        for packet in inp.demux([vin, *out.copies]):
+            if packet.stream is not vin:
+                if packet.dts is not None:
+                    out.copy(packet)
+                continue
+            try:
+                frames = packet.decode()
+            except av.error.InvalidDataError as e:
+                warn(f"damaged video data skipped near frame {written}: {e}")
+                continue
+            for frame in frames:
+                img = _unrotate(process(written, rotate(frame.to_ndarray(format="rgb24"), rotation)), rotation)
+                new = av.VideoFrame.from_ndarray(img, format="rgb24")
+                pts = frame.pts if frame.pts is not None else written
+                if last_pts is not None and pts <= last_pts:
+                    pts = last_pts + 1
+                new.pts, new.time_base, last_pts = pts, vin.time_base, pts
+                out.mux(out.video.encode(new))
+                written += 1
+                bar.update(1)
+    except KeyboardInterrupt:
+        return written, True
+    except av.error.FFmpegError as e:
+        warn(f"input ends early (truncated or damaged): {e}; {written} frames kept")
+    finally:
+        bar.close()
+    return written, False
 
 
 def count_frames(path: str | Path) -> int:
