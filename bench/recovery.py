@@ -20,7 +20,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import RESULTS, SHARED, machine  # noqa: E402
-from difp_stream.benchmark import MODES, read_frames, round_trip  # noqa: E402,F401
+from difp_stream.benchmark import MODES, read_frames, round_trip  # noqa: E402
+from difp_stream.cli import main as cli  # noqa: E402
 from difp_stream.keys import generate  # noqa: E402
 
 CLIPS = ["liveportrait_d12.mp4", "sadtalker_WDA_KatieHill_000.mp4", "egoblur_gen2_demo_assets_test_face_video.mp4"]
@@ -56,7 +57,7 @@ def main() -> None:
                   for name in CLIPS if (SHARED / "videos" / name).is_file()]
         for name, clip in clips:
             for mode in MODES:
-                r = round_trip(clip, tmp, mode, secret, pub)
+                r = round_trip(clip, tmp, mode, secret, pub, cli)
                 rows.append({"clip": name, "mode": mode, **r})
                 print(json.dumps(rows[-1]), flush=True)
     out = Path(args.out)

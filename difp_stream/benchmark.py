@@ -294,12 +294,12 @@ MODES = {  # label: protect options
 }
 
 
-def round_trip(clip: Path, work: Path, mode: str, secret: Path, pub: Path) -> dict:
+def round_trip(clip: Path, work: Path, mode: str, secret: Path, pub: Path, cli) -> dict:
     """The auditor's view: protect ``clip`` with keys sealed to ``pub`` (``MODES[mode]``), `recover` with
-    ``secret``, and compare each key record's face region of the recovered video with the original decoded frame."""
+    ``secret`` (both through ``cli``, the command line's ``main``), and compare each key record's face region of
+    the recovered video with the original decoded frame."""
     out, rec = work / "out.mp4", work / "rec.mp4"
     keys = Path(str(out) + ".difpkeys")
-    from .cli import main as cli
     from .keys import KeyReader, load_secret
     from .metrics import psnr, ssim
 

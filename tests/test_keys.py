@@ -264,7 +264,7 @@ def test_diffusion_recovery_in_the_frame_passes_30_db_with_256_px_keys(tmp_path)
 
     clip = make_clip(tmp_path / "g.mp4", frames=6, size=(640, 480), fps=25)
     secret, pub = generate(tmp_path / "auditor.key")
-    sharp = round_trip(clip, tmp_path, "diffusion, 256 px keys", secret, pub)
-    compact = round_trip(clip, tmp_path, "diffusion, 64 px keys", secret, pub)
+    sharp = round_trip(clip, tmp_path, "diffusion, 256 px keys", secret, pub, main)
+    compact = round_trip(clip, tmp_path, "diffusion, 64 px keys", secret, pub, main)
     assert sharp["faces"] == compact["faces"] == 6
     assert sharp["recovered_psnr_db"] >= 30 > compact["recovered_psnr_db"]
