@@ -59,3 +59,28 @@ def test_tiny_encoder_learns_and_resumes(pairs, tmp_path):
     assert w.shape == (2, 23, 512)
     with pytest.raises(ValueError, match="crops"):
         enc(torch.zeros(1, 3, 64, 64))
+
+
+def test_shipped_encoder_round_trip_on_a_generated_face_keeps_the_person():
+    """A face the generator makes (not one it trained on: another seed), aligned from its detected five points,
+    encoded and rendered again: the same person for dlib (< 0.6)."""
+    from difp_stream.difp.identity import DlibIdentityEncoder
+    from difp_stream.faces import align
+    from difp_stream.gan.encoder import ffhq_crop, load_encoder
+    from difp_stream.gan.mobilestylegan import load_generator, to_uint8
+
+    gen, enc = load_generator(), load_encoder()
+    det, ids = Detector(0.5, max_side=256), DlibIdentityEncoder()
+
+    def code(img):
+        f = max(det.detect([img])[0], key=lambda f: f.score)
+        return ids(align.crop(img, align.similarity(f.landmarks, 128), 128)[None])[0], f.landmarks
+
+    with torch.no_grad():
+        wm = gen.mean_style(512)
+        w = wm + 0.7 * (gen.mapping(torch.randn(1, 512, generator=torch.Generator().manual_seed(2024))) - wm)
+        face = to_uint8(gen.synthesis(w, 256))[0]
+        a, lms = code(face)
+        rec = to_uint8(gen.synthesis(enc(to_tensor(ffhq_crop(face, lms, enc.cfg.size)[None])), 256))[0]
+    b, _ = code(rec)
+    assert float(np.linalg.norm(a - b)) < 0.6

@@ -122,6 +122,14 @@ class StyleEncoder(nn.Module):
         return enc.eval()
 
 
+SHIPPED = Path(__file__).resolve().parents[1] / "weights" / "encoder"
+
+
+def load_encoder(folder: str | Path | None = None) -> StyleEncoder:
+    """The shipped encoder (or one from ``difp-stream encoder train``'s ``RUN/model``)."""
+    return StyleEncoder.load(folder or SHIPPED)
+
+
 def to_tensor(crops: np.ndarray) -> torch.Tensor:
     """uint8 [B, H, W, 3] -> float [B, 3, H, W] in [-1, 1]."""
     return torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() / 127.5 - 1
