@@ -90,20 +90,14 @@ def check_media(src: Path, kind: str, reader, keys: str) -> None:
 
 def model_for_keys(args, header: dict):
     """The model that made the key file: --model, or the shipped one whose fingerprint it names."""
+    from ..difp import find_shipped
     from ..keys import KeyError_
 
     model, device = load_model(args)
     fp, want = model.fingerprint(), header.get("model")
     if want and want != fp and args.model is None:  # made with another shipped model (e.g. --model fast)?
-        from ..difp import SHIPPED, default_model_dir
-        from ..difp import load_model as load_named
-
-        for name in SHIPPED[1:]:
-            if (default_model_dir(name) / "config.json").is_file():
-                other = load_named(name, device)
-                if other.fingerprint() == want:
-                    model, fp = other, want
-                    break
+        model = find_shipped(want, device) or model
+        fp = model.fingerprint()
     if want and want != fp:
         raise KeyError_(f"the key file was made with model {want}, not {fp} (pass that model with --model)")
     return model, device

@@ -1,7 +1,7 @@
 """The DIFP method: models, schedule, guidance, realism control, surrogate identities, ``Protector``."""
 from .config import ModelConfig, SamplingConfig
-from .models import SHIPPED, DIFPModel, default_model_dir, load_default, load_model
+from .models import SHIPPED, DIFPModel, default_model_dir, find_shipped, load_default, load_model
 from .protector import FaceKey, ProtectResult, Protector
 
 __all__ = ["ModelConfig", "SamplingConfig", "DIFPModel", "Protector", "FaceKey", "ProtectResult",
-           "default_model_dir", "load_default", "load_model", "SHIPPED"]
+           "default_model_dir", "find_shipped", "load_default", "load_model", "SHIPPED"]

@@ -232,5 +232,15 @@ def load_model(name_or_dir: str | Path | None = None, device: str | torch.device
     return DIFPModel.load(name_or_dir, device)
 
 
+def find_shipped(fingerprint: str, device: str | torch.device = "cpu") -> DIFPModel | None:
+    """The shipped model (default, fast) whose fingerprint this is, or None (e.g. to open a key file's model)."""
+    for name in SHIPPED:
+        if (default_model_dir(name) / CONFIG_FILE).is_file():
+            model = load_default(device, name)
+            if model.fingerprint() == fingerprint:
+                return model
+    return None
+
+
 def param_count(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
