@@ -16,7 +16,7 @@ from difp_stream.train.encoder import EncoderTrainConfig, EncoderTrainer, make_p
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
     d = tmp_path_factory.mktemp("pairs")
-    make_pairs(d, 3, per_shard=2, progress=False)
+    make_pairs(d, 3, per_shard=2, progress=False, backend="torch")
     return d
 
 
@@ -27,7 +27,7 @@ def test_pairs_are_rendered_once_and_resume_by_shard(pairs):
     assert d["w"].shape == (2, 512) and d["img"].shape == (2, 256, 256, 3) and d["img"].dtype == np.uint8
     assert 0.5 <= d["psi"].min() and d["psi"].max() <= 1.0
     before = shards[0].stat().st_mtime_ns
-    make_pairs(pairs, 3, per_shard=2, progress=False)  # nothing new to do
+    make_pairs(pairs, 3, per_shard=2, progress=False, backend="torch")  # nothing new to do
     assert shards[0].stat().st_mtime_ns == before
 
 

@@ -114,6 +114,8 @@ def cmd_encoder(argv: list[str]) -> int:
     pp.add_argument("out", help="folder for shard_NNNN.npz")
     pp.add_argument("--count", type=int, default=20000, help="faces (default: 20000)")
     pp.add_argument("--shard", type=int, default=250, help="faces per shard (default: 250)")
+    pp.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "openvino"], default="auto",
+                    help="where faces are rendered (auto: OpenVINO when installed, else PyTorch)")
     tp = sub.add_parser("train", help="train the encoder on a pairs folder (resumes from OUT/checkpoint.pt)")
     tp.add_argument("pairs", help="folder of shard_NNNN.npz (more may arrive while it trains)")
     tp.add_argument("--out", required=True, help="run folder: checkpoint.pt, history.jsonl, model/")
@@ -136,7 +138,7 @@ def cmd_encoder(argv: list[str]) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.action == "pairs":
-        shards = make_pairs(args.out, args.count, args.shard, progress=not args.no_progress)
+        shards = make_pairs(args.out, args.count, args.shard, progress=not args.no_progress, backend=args.backend)
         print(f"{len(shards)} shards in {args.out}")
         return EXIT_OK
     cfg = EncoderTrainConfig(**{k: getattr(args, k) for k in ("steps", "batch", "eval_pairs", "reload_every", "lr",

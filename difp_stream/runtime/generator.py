@@ -4,6 +4,7 @@ backend is checked against PyTorch by the tests and the benchmark."""
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,8 @@ class Runner:
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.stem + ".partial.onnx")
-            with torch.no_grad():
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the tracer's notes on shapes fixed at export: wanted here
                 torch.onnx.export(_Fixed(self.fn), (torch.zeros(shape),), str(tmp), input_names=["x"],
                                   output_names=["y"], opset_version=17, dynamo=False)
             tmp.replace(path)

@@ -24,15 +24,25 @@ PAIR_SIZE = 256  # pictures are kept at this size
 
 
 def make_pairs(out: str | Path, count: int, per_shard: int = 250, psi: tuple[float, float] = (0.5, 1.0),
-               generator=None, progress: bool = True) -> list[Path]:
+               generator=None, progress: bool = True, backend: str = "auto") -> list[Path]:
     """Render ``count`` faces from random styles pulled toward the mean by a random factor in ``psi`` (the
     truncation trick: fewer artefacts) into ``shard_NNNN.npz`` (w [N, 512], img [N, 256, 256, 3] uint8, psi).
-    Existing shards are kept (a run resumes)."""
+    Existing shards are kept (a run resumes). ``backend``: where the faces are rendered (``auto``: OpenVINO when
+    installed, 2.7x faster than PyTorch on a CPU, else PyTorch)."""
     from ..gan.mobilestylegan import load_generator, to_uint8
+    from ..runtime.generator import renderer
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     g = generator or load_generator()
+    if backend == "auto":
+        try:
+            import openvino  # noqa: F401
+
+            backend = "openvino"
+        except ImportError:
+            backend = "torch"
+    render = renderer(g, PAIR_SIZE, backend)
     mean_path = out / "w_mean.npy"
     if not mean_path.exists():
         np.save(mean_path, g.mean_style().numpy()[None])
@@ -50,7 +60,7 @@ def make_pairs(out: str | Path, count: int, per_shard: int = 250, psi: tuple[flo
                     w = g.mapping(torch.from_numpy(r.standard_normal((1, 512)).astype(np.float32)))
                     p = float(r.uniform(*psi))
                     w = wmean + p * (w - wmean)
-                    imgs.append(to_uint8(g.synthesis(w, PAIR_SIZE))[0])
+                    imgs.append(to_uint8(torch.from_numpy(render(w.numpy())))[0])
                     ws.append(w[0].numpy())
                     psis.append(p)
                     bar.update(1)
