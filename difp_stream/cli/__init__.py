@@ -12,9 +12,9 @@ from .common import EXIT_INTERRUPTED
 from .keys import cmd_keygen, cmd_keys, cmd_recover
 from .protect import cmd_protect
 from .tools import cmd_bench, cmd_export
-from .train import cmd_distill, cmd_encoder, cmd_train
+from .train import cmd_distill, cmd_encoder, cmd_styles, cmd_train
 
-COMMANDS = {"train": cmd_train, "distill": cmd_distill, "encoder": cmd_encoder, "keygen": cmd_keygen,
+COMMANDS = {"train": cmd_train, "distill": cmd_distill, "encoder": cmd_encoder, "styles": cmd_styles, "keygen": cmd_keygen,
             "recover": cmd_recover, "keys": cmd_keys, "export": cmd_export, "bench": cmd_bench}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import EXIT_OK
+from .common import EXIT_OK, num
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -102,7 +102,7 @@ def cmd_distill(argv: list[str]) -> int:
 
 
 def cmd_encoder(argv: list[str]) -> int:
-    """The style encoder of the face generator: make training pairs, train (both resumable)."""
+    """The style encoder of the face generator: make training pairs, train; the early-exit heads (all resumable)."""
     from ..gan.encoder import EncoderConfig
     from ..train.encoder import EncoderTrainConfig
 
@@ -127,7 +127,13 @@ def cmd_encoder(argv: list[str]) -> int:
         tp.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(d, f), help=f"(default: {getattr(d, f)})")
     for f in ("lr", "checkpoint_seconds", "jitter"):
         tp.add_argument("--" + f.replace("_", "-"), type=float, default=getattr(d, f), help=f"(default: {getattr(d, f)})")
-    for q in (pp, tp):
+    hp = sub.add_parser("heads", help="train the generator's early-exit heads (128 and 256 px; resumes)")
+    hp.add_argument("out", help="run folder: checkpoint.pt, model/exit{128,256}.* (copy them into "
+                                "difp_stream/weights/mobilestylegan to ship them)")
+    hp.add_argument("--minutes", type=float, default=60, help="training time (default: 60)")
+    hp.add_argument("--backend", choices=["auto", "torch", "openvino"], default="auto",
+                    help="where the generator's features are computed (auto: OpenVINO when installed)")
+    for q in (pp, tp, hp):
         q.add_argument("--threads", type=int, default=None, help="torch CPU threads")
         q.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -137,6 +143,13 @@ def cmd_encoder(argv: list[str]) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.action == "heads":
+        from ..train.heads import HeadTrainer
+
+        psnr = HeadTrainer(args.out, backend=args.backend).run(args.minutes)
+        print(f"heads written to {Path(args.out) / 'model'}; PSNR to the full render averaged down: "
+              + ", ".join(f"{s} px {v:.1f} dB" for s, v in sorted(psnr.items())))
+        return EXIT_OK
     if args.action == "pairs":
         shards = make_pairs(args.out, args.count, args.shard, progress=not args.no_progress, backend=args.backend)
         print(f"{len(shards)} shards in {args.out}")
@@ -147,4 +160,51 @@ def cmd_encoder(argv: list[str]) -> int:
                          head_channels=args.head_channels)
     EncoderTrainer(args.pairs, args.out, cfg, mcfg, progress=not args.no_progress).run()
     print(f"encoder written to {Path(args.out) / 'model'}")
+    return EXIT_OK
+
+
+def cmd_styles(argv: list[str]) -> int:
+    """DIFP in the face generator's style space: encode the training crops, then train (both resumable)."""
+    from ..difp.stylespace import StyleModelConfig
+    from ..train.stylespace import StyleTrainConfig
+
+    d, md = StyleTrainConfig(), StyleModelConfig()
+    p = argparse.ArgumentParser(prog="difp-stream styles",
+                                description="Train the DIFP model that works in the face generator's style space.")
+    sub = p.add_subparsers(dest="action", required=True)
+    lp = sub.add_parser("latents", help="encode a faces folder's crops into W+ (RUN/latents.npz; resumes)")
+    lp.add_argument("faces", help="folder with manifest.tsv (with landmarks) and dlib_descriptors.npy")
+    lp.add_argument("run", help="run folder")
+    lp.add_argument("--split", default="train", help="manifest split (default: train)")
+    lp.add_argument("--limit", type=num(int, 1), default=None, help="first N crops only")
+    fp = sub.add_parser("fit", help="train on RUN/latents.npz (resumes from RUN/checkpoint.pt; writes RUN/model)")
+    fp.add_argument("run", help="run folder")
+    fp.add_argument("--minutes", type=num(float, 0.01), default=None, help="stop after this long (resumable)")
+    for f in ("stage1_steps", "stage2_steps", "batch", "eval_every"):
+        fp.add_argument("--" + f.replace("_", "-"), type=num(int, 1), default=getattr(d, f),
+                        help=f"(default: {getattr(d, f)})")
+    for f in ("lr", "drop_id", "drop_style"):
+        fp.add_argument("--" + f.replace("_", "-"), type=num(float, 0.0), default=getattr(d, f),
+                        help=f"(default: {getattr(d, f)})")
+    for f in ("width", "depth", "basis_rank"):
+        fp.add_argument("--" + f.replace("_", "-"), type=num(int, 1), default=getattr(md, f),
+                        help=f"network (default: {getattr(md, f)})")
+    for q in (lp, fp):
+        q.add_argument("--threads", type=num(int, 1), default=None, help="torch CPU threads")
+        q.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    import torch
+
+    from ..train.stylespace import StyleDIFPTrainer, build_latents
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.action == "latents":
+        print(build_latents(args.faces, args.run, args.split, args.limit, progress=not args.no_progress))
+        return EXIT_OK
+    cfg = StyleTrainConfig(**{k: getattr(args, k) for k in ("stage1_steps", "stage2_steps", "batch", "eval_every",
+                                                            "lr", "drop_id", "drop_style")})
+    mcfg = StyleModelConfig(width=args.width, depth=args.depth, basis_rank=args.basis_rank)
+    val = StyleDIFPTrainer(args.run, cfg, mcfg, progress=not args.no_progress).fit(args.minutes)
+    print(f"model written to {Path(args.run) / 'model'} (validation loss {val:.4f})")
     return EXIT_OK

@@ -10,6 +10,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.models.autoencoders.vae import AutoencoderTinyBlock
 
 from .config import ModelConfig
+from .realism import cutoff_size, realism_step
 
 WEIGHTS_FILE = "difp.safetensors"
 CONFIG_FILE = "config.json"
@@ -166,6 +167,16 @@ class DIFPModel(nn.Module):
         if not torch.is_tensor(t):
             t = torch.full((z.shape[0],), int(t), device=z.device, dtype=torch.long)
         return self.unet(z, t, encoder_hidden_states=ctx).sample
+
+    # ---- realism control (paper Eq. 12-13)
+    def pin(self, z: torch.Tensor, ref: torch.Tensor, g_rea: float | torch.Tensor, k: float) -> torch.Tensor:
+        """``z - LP_H(z) + LP_H(ref)`` with ``H`` from ``g_rea`` (one value, or one per item)."""
+        size = z.shape[-1]
+        if torch.is_tensor(g_rea):
+            h = torch.tensor([cutoff_size(float(v), size, k) for v in g_rea], device=z.device)
+        else:
+            h = cutoff_size(g_rea, size, k)
+        return realism_step(z, ref, h)
 
     # ---- persistence
     def save(self, directory: str | Path, half: bool = True) -> None:

@@ -11,7 +11,7 @@ import torch
 from .config import ModelConfig, SamplingConfig
 from .guidance import dual_guidance
 from .models import DIFPModel
-from .realism import adaptive_g, cutoff_size, global_ssim, lowpass, realism_step
+from .realism import adaptive_g, global_ssim, lowpass
 from .schedule import FewStepDDIM, make_scheduler
 from .surrogate import sample_surrogates
 
@@ -155,12 +155,6 @@ class Protector:
             raise ValueError(f"id_codes must have shape [{crops.shape[0]}, {self.model.cfg.id_dim}], got {list(t.shape)}")
         return t
 
-    def _h(self, size: int, g: float | torch.Tensor):
-        s = self.sampling
-        if torch.is_tensor(g):
-            return torch.tensor([cutoff_size(float(v), size, s.realism_k) for v in g], device=g.device)
-        return cutoff_size(g, size, s.realism_k)
-
     def key_latents(self, z0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """The clean latent a key restores: the encoder's ``z0``, or with ``key_refine`` > 0 a latent moved by that
         many Adam steps on the decoder's squared error against the original crop ``x`` (the VAE encoder is what
@@ -235,8 +229,6 @@ class Protector:
         branches = ctx_p.shape[0] // n
         ctx_k = torch.cat([ctx_p, ctx_full]) if keys else None
         key_next = dict(zip(ts_key[:-1], ts_key[1:]))  # the key branch steps between the key's own levels
-        size = z0.shape[-1]
-        h_fixed = self._h(size, s.g_rea)
         z_p, z_r = z_ts, z_ts
         if s.start_noise > 0:  # seeds then differ in where the fake face starts, not only in its surrogate
             lam = s.start_noise
@@ -248,10 +240,10 @@ class Protector:
                 e = self.net.eps(zin, t, ctx_k if with_key else ctx_p).chunk(branches + int(with_key))
                 eps = e[0] if self.distilled else dual_guidance(e[0], e[1], e[2], s.s_id, s.s_sty)
                 ref = self.ddim.add_noise(z0, ref_noise, t_next) if t_next > 0 else z0
-                h = h_fixed
+                g = s.g_rea
                 if s.adaptive_realism:
-                    h = self._h(size, adaptive_g(global_ssim(self.ddim.predict_x0(z_p, eps, t), z0)))
-                z_p = realism_step(self.ddim.step(z_p, eps, t, t_next), ref, h)
+                    g = adaptive_g(global_ssim(self.ddim.predict_x0(z_p, eps, t), z0))
+                z_p = m.pin(self.ddim.step(z_p, eps, t, t_next), ref, g, s.realism_k)
                 if with_key:
                     z_r = self.ddim.step(z_r, e[-1], t, key_next[t])
         with self._t("difp: vae decode"):

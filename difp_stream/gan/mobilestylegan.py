@@ -7,8 +7,9 @@ See README, "Face generator", for the licence: research / non-commercial, like F
 * ``mapping(z) -> w``: noise [B, 512] to a style [B, 512] (W space).
 * ``synthesis(w, size)``: a style [B, 512] or per-layer styles [B, 23, 512] (W+, coarse to fine) to an RGB face in
   [-1, 1], FFHQ-aligned, at ``size`` 1024 (the full graph) or 512 / 256 / 128: the graph stops at its last wavelet
-  stage, whose low band is the 512 px picture (the inverse wavelet step is skipped), and smaller sizes are that
-  picture averaged down.
+  stage, whose low band is the 512 px picture (the inverse wavelet step is skipped). 256 and 128 are early exits
+  where trained heads ship (``heads.py``: the graph stops at that block's features), else the 512 picture averaged
+  down (``early=False`` asks for that).
 """
 from __future__ import annotations
 
@@ -58,9 +59,10 @@ def load_graph(folder: Path, name: str) -> IRGraph:
 
 
 class Generator(torch.nn.Module):
-    def __init__(self, mapping: IRGraph, synthesis: IRGraph):
+    def __init__(self, mapping: IRGraph, synthesis: IRGraph, heads: dict | None = None):
         super().__init__()
         self.mapping_net, self.synthesis_net = mapping, synthesis
+        self.heads = torch.nn.ModuleDict({str(k): v for k, v in (heads or {}).items()})
         param = next(n.id for n in synthesis.nodes if n.type == "Parameter")
         # the style affines (one per modulated layer), in the order the network runs them: coarse to fine
         mats = [n for n in synthesis.nodes if n.type == "MatMul" and n.inputs[0][0] == param]
@@ -84,26 +86,33 @@ class Generator(torch.nn.Module):
     def _result(g: IRGraph) -> str:
         return next(n.name for n in g.nodes if n.type == "Result")
 
-    def synthesis(self, w: torch.Tensor, size: int = 1024) -> torch.Tensor:
+    def plus(self, w: torch.Tensor) -> torch.Tensor:
+        """Per-layer styles [B, 23, 512] from a style [B, 512] or W+ (checked)."""
+        if w.dim() == 2 and w.shape[1] == STYLE_DIM:
+            return w[:, None].expand(-1, self.n_layers, -1)
+        if w.dim() == 3 and w.shape[1:] == (self.n_layers, STYLE_DIM):
+            return w
+        raise ValueError(f"styles must be [B, {STYLE_DIM}] or [B, {self.n_layers}, {STYLE_DIM}], got {list(w.shape)}")
+
+    def features(self, w: torch.Tensor, nodes: list[str]) -> dict[str, torch.Tensor]:
+        """The values of the synthesis graph's ``nodes`` for styles ``w`` (the graph stops once they are known). A
+        single style [B, 512] runs the graph as shipped; W+ replaces each layer's affine with one on its own style."""
+        plus = self.plus(w)
+        replace = {} if w.dim() == 2 else {
+            n.name: plus[:, k] @ self.synthesis_net._const(n.inputs[1][0]).transpose(0, 1)
+            for k, n in enumerate(self.style_layers)}
+        return self.synthesis_net({"style": plus[:, 0]}, replace, outputs=nodes)
+
+    def synthesis(self, w: torch.Tensor, size: int = 1024, early: bool = True) -> torch.Tensor:
         """RGB [B, 3, size, size] in [-1, 1] from ``w`` [B, 512] or W+ ``w`` [B, n_layers, 512]."""
         if size not in SIZES:
             raise ValueError(f"size must be one of {SIZES}, not {size}")
-        if w.dim() == 2 and w.shape[1] == STYLE_DIM:
-            plus = None
-            base = w
-        elif w.dim() == 3 and w.shape[1:] == (self.n_layers, STYLE_DIM):
-            plus = w
-            base = w[:, 0]
-        else:
-            raise ValueError(f"styles must be [B, {STYLE_DIM}] or [B, {self.n_layers}, {STYLE_DIM}], got {list(w.shape)}")
-        replace = {}
-        if plus is not None:  # each layer's affine applied to its own style instead of the shared one
-            for k, n in enumerate(self.style_layers):
-                weight = self.synthesis_net._const(n.inputs[1][0])
-                replace[n.name] = plus[:, k] @ weight.transpose(0, 1)
         if size == 1024:
-            return self.synthesis_net({"style": base}, replace)[self._result(self.synthesis_net)]
-        low = self.synthesis_net({"style": base}, replace, outputs=[_WAVELET])[_WAVELET][:, :3] * 0.5
+            return self.features(w, [self._result(self.synthesis_net)])[self._result(self.synthesis_net)]
+        if early and str(size) in self.heads:
+            head = self.heads[str(size)]
+            return head(self.features(w, [head.node])[head.node], self.plus(w))
+        low = self.features(w, [_WAVELET])[_WAVELET][:, :3] * 0.5
         return low if size == 512 else F.avg_pool2d(low, 512 // size)
 
     def forward(self, w: torch.Tensor, size: int = 1024) -> torch.Tensor:
@@ -113,8 +122,11 @@ class Generator(torch.nn.Module):
 @lru_cache(maxsize=2)
 def load_generator(folder: str | None = None, device: str = "cpu") -> Generator:
     """The shipped generator (or one converted into ``folder``), in eval mode."""
+    from .heads import EXITS, ExitHead
+
     d = Path(folder) if folder else WEIGHTS
-    return Generator(load_graph(d, "mapping"), load_graph(d, "synthesis")).to(device).eval()
+    heads = {s: h for s in EXITS if (h := ExitHead.load(d, s)) is not None}
+    return Generator(load_graph(d, "mapping"), load_graph(d, "synthesis"), heads).to(device).eval()
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
