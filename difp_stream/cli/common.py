@@ -64,9 +64,11 @@ def num(kind, lo: float | None = None, hi: float | None = None, open_lo: bool = 
 def model_args(p: argparse.ArgumentParser, more_backends: tuple = ()) -> None:
     p.add_argument("--model", default=None,
                    help="model: 'default' (shipped), 'fast' (shipped, distilled: 2-2.6x faster per face on a CPU) or a folder")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "torch-cuda", "onnxruntime", "tensorrt", *more_backends],
+    p.add_argument("--backend", default="auto",
+                   choices=["auto", "torch", "torch-cuda", "onnxruntime", "tensorrt", "openvino", *more_backends],
                    help="runtime for the U-Net and VAE (default: auto = on a GPU TensorRT where installed, else "
-                        "torch-cuda: PyTorch fp16 with CUDA graphs; on CPU ONNX Runtime, else PyTorch)")
+                        "torch-cuda: PyTorch fp16 with CUDA graphs; on CPU ONNX Runtime, else PyTorch); a "
+                        "style-space model renders with OpenVINO (auto, where installed), ONNX Runtime or PyTorch")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--threads", type=num(int, 1, 1024), default=None, help="CPU threads for torch")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -152,6 +154,9 @@ def check_key_path(key_path: Path, *others: Path) -> None:
 
 def key_shapes(model, key_resolution: int) -> dict:
     c = model.cfg
+    if getattr(c, "kind", "") == "stylespace":
+        lat = [c.n_layers, c.style_dim]
+        return {"z_ts": lat, "correction": lat, "id_code": [c.id_dim], "style": [c.style_tokens, c.token_dim]}
     lat = [c.latent_channels, c.latent_size, c.latent_size]
     k = c.latent_size * key_resolution // c.resolution
     return {"z_ts": lat, "correction": [c.latent_channels, k, k], "id_code": [c.id_dim],

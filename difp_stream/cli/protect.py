@@ -204,8 +204,9 @@ class Run:
         a = self.args
         self.signer = signer(a) if self.keys else None
         self.model, device = load_model(a)
-        if a.key_resolution is None:
-            a.key_resolution = 0 if self.kind == "video" else IMAGE_KEY_RESOLUTION
+        if a.key_resolution is None:  # (a style-space model's keys are its latents: no key resolution)
+            stylespace = getattr(self.model.cfg, "kind", "") == "stylespace"
+            a.key_resolution = 0 if self.kind == "video" or stylespace else IMAGE_KEY_RESOLUTION
         self.protector = make_protector(a, self.model, device, sampling(a, self.model))
         self.id_enc = DlibIdentityEncoder()
         anchor = self.dst if self.kind != "folder" else self.dst / "images"

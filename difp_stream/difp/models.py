@@ -10,7 +10,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.models.autoencoders.vae import AutoencoderTinyBlock
 
 from .config import ModelConfig
-from .realism import cutoff_size, realism_step
+from .realism import cutoff_size, lowpass, realism_step
 
 WEIGHTS_FILE = "difp.safetensors"
 CONFIG_FILE = "config.json"
@@ -178,6 +178,10 @@ class DIFPModel(nn.Module):
             h = cutoff_size(g_rea, size, k)
         return realism_step(z, ref, h)
 
+    def carry_delta(self, delta: torch.Tensor, cutoff: int) -> torch.Tensor:
+        """What of the original's motion since the keyframe a carried frame takes: its low frequencies."""
+        return lowpass(delta, cutoff)
+
     # ---- persistence
     def save(self, directory: str | Path, half: bool = True) -> None:
         from safetensors.torch import save_file
@@ -240,6 +244,11 @@ def load_model(name_or_dir: str | Path | None = None, device: str | torch.device
     """``None`` or ``"default"``: the shipped model; ``"fast"``: the shipped distilled one; else a model folder."""
     if name_or_dir is None or (str(name_or_dir) in SHIPPED and not Path(name_or_dir).is_dir()):
         return load_default(device, str(name_or_dir or "default"))
+    cfg = Path(name_or_dir) / CONFIG_FILE
+    if cfg.is_file() and '"stylespace"' in cfg.read_text():  # DIFP in the face generator's style space
+        from .stylespace import StyleDIFP
+
+        return StyleDIFP.load(name_or_dir, device)
     return DIFPModel.load(name_or_dir, device)
 
 

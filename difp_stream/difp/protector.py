@@ -11,7 +11,7 @@ import torch
 from .config import ModelConfig, SamplingConfig
 from .guidance import dual_guidance
 from .models import DIFPModel
-from .realism import adaptive_g, global_ssim, lowpass
+from .realism import adaptive_g, global_ssim
 from .schedule import FewStepDDIM, make_scheduler
 from .surrogate import sample_surrogates
 
@@ -266,7 +266,7 @@ class Protector:
         resolution, plus the correction to the latent at that resolution)."""
         x = to_tensor(crops, self.resolution, self.device)
         z0 = self.net.encode(x)
-        z_p = ref_protected + lowpass(z0 - ref_latents, cutoff)
+        z_p = ref_protected + self.model.carry_delta(z0 - ref_latents, cutoff)
         key_list = None
         if keys:
             c = self.model.cfg

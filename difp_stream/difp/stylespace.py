@@ -35,13 +35,14 @@ CONFIG_FILE = "config.json"
 @dataclass
 class StyleModelConfig:
     kind: str = "stylespace"
+    framing: str = "ffhq"  # crops are cut as FFHQ's were (faces/align.framing_transform)
     resolution: int = 128  # FFHQ-aligned crop the encoder reads (and the style tokens' source)
     render_size: int = 256  # protected faces are rendered at this size (128 / 256 / 512 / 1024)
     n_layers: int = 23
     style_dim: int = 512
     basis_rank: int = 512  # the learned part works in this many PCA directions of the training latents
-    width: int = 1024  # the noise predictor's MLP width
-    depth: int = 6
+    width: int = 512  # the noise predictor's MLP width
+    depth: int = 4
     # conditions (the same as the 64 px model: dlib code -> id tokens, a 16 px thumbnail -> style tokens)
     id_dim: int = 128
     id_tokens: int = 2
@@ -226,6 +227,11 @@ class StyleDIFP(nn.Module):
         m = torch.stack([self.pinned(float(g), k) for g in g_rea]).to(z.device)
         return torch.where(m[:, :, None], ref, z)
 
+    def carry_delta(self, delta: torch.Tensor, cutoff: int) -> torch.Tensor:
+        """A carried frame takes all of the original's change since the keyframe (pose, expression, light: the
+        encoder reads them from the frame); the fake's own difference from the original stays the keyframe's."""
+        return delta
+
     # ---- persistence
     def save(self, directory: str | Path) -> None:
         from safetensors.torch import save_file
@@ -245,6 +251,17 @@ class StyleDIFP(nn.Module):
         model.load_state_dict({k: v.float() if v.is_floating_point() else v
                                for k, v in load_file(str(d / WEIGHTS_FILE)).items()})
         return model.to(device).eval()
+
+    def fingerprint(self) -> str:
+        """Short hash of the network (config less the recommended sampling values) and weights, as DIFPModel's."""
+        import hashlib
+
+        net = {k: v for k, v in json.loads(self.cfg.to_json()).items() if k != "sampling"}
+        h = hashlib.sha256(json.dumps(net, indent=2).encode())
+        for k, v in sorted(self.state_dict().items()):
+            h.update(k.encode())
+            h.update((v.half() if v.is_floating_point() else v).detach().cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
 
     @property
     def is_trained(self) -> bool:

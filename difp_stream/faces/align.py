@@ -60,6 +60,34 @@ def feather_mask(size: int, margin: float = 0.12) -> np.ndarray:
     return _MASKS[key]
 
 
+def face_mask(size: int) -> np.ndarray:
+    """float32 [size, size]: the face region (brows to chin, cheek to cheek) of an FFHQ-framed crop, a soft
+    ellipse; hair, ears and background of the frame stay the original's."""
+    key = (size, -1.0)
+    if key not in _MASKS:
+        c = (np.arange(size, dtype=np.float32) + 0.5) / size
+        x, y = np.meshgrid(c, c)
+        r = np.sqrt(((x - 0.5) / 0.30) ** 2 + ((y - 0.62) / 0.35) ** 2)  # 1 on the ellipse
+        ramp = np.clip((1.15 - r) / 0.3, 0, 1)  # soft edge, about 10% of the face wide
+        _MASKS[key] = (ramp * ramp * (3 - 2 * ramp)).astype(np.float32)
+    return _MASKS[key]
+
+
+def framing_mask(framing: str, size: int) -> np.ndarray:
+    """The paste mask of a model's crops: the feathered square (template framing) or the face region (FFHQ)."""
+    return face_mask(size) if framing == "ffhq" else feather_mask(size)
+
+
+def framing_transform(framing: str, landmarks: np.ndarray, m128: np.ndarray) -> np.ndarray:
+    """2x3 transform from the frame to a model's crop at 128 px (multiply by size / 128 for another size): the
+    template's own (``m128``) or, for the face generator's models, the FFHQ framing from the five points."""
+    if framing != "ffhq":
+        return m128
+    from ..gan.encoder import ffhq_transform
+
+    return ffhq_transform(landmarks, 128).astype(np.float32)
+
+
 def roi_of(m: np.ndarray, size: int, shape: tuple[int, int], pad: int = 2) -> tuple[int, int, int, int] | None:
     """Bounding box (x0, y0, x1, y1) in the frame of the crop square, clipped; None if outside the frame."""
     inv = cv2.invertAffineTransform(m)
@@ -85,15 +113,15 @@ def match_colour(src: np.ndarray, ref: np.ndarray, weight: np.ndarray) -> np.nda
 
 
 def paste(frame: np.ndarray, face: np.ndarray, m: np.ndarray, original: np.ndarray | None = None,
-          margin: float = 0.12) -> None:
-    """Warp the crop ``face`` (aligned by ``m``) back into ``frame`` in place, with a feathered mask; when the
-    original crop is given, the face's colours are matched to it first."""
+          margin: float = 0.12, mask: np.ndarray | None = None) -> None:
+    """Warp the crop ``face`` (aligned by ``m``) back into ``frame`` in place, with a feathered mask (or ``mask``);
+    when the original crop is given, the face's colours are matched to it first."""
     size = face.shape[0]
     box = roi_of(m, size, frame.shape[:2])
     if box is None:
         return
     x0, y0, x1, y1 = box
-    mask = feather_mask(size, margin)
+    mask = feather_mask(size, margin) if mask is None else mask
     src = match_colour(face, original, mask) if original is not None else face.astype(np.float32)
     inv = cv2.invertAffineTransform(m)
     inv[:, 2] -= (x0, y0)

@@ -24,7 +24,8 @@ N_LAYERS = 23
 
 class ExitHead(nn.Module):
     """``head(features, w_plus) -> RGB [B, 3, s, s]`` in [-1, 1] (unclamped). A 1x1 linear read-out of the features
-    (what a ``to_img`` layer does) plus a small convolutional correction modulated by the skipped layers' styles."""
+    (what a ``to_img`` layer does) plus a small convolutional correction modulated by the skipped layers' styles,
+    then a colour transform predicted from those styles."""
 
     def __init__(self, size: int, width: int = 48):
         super().__init__()
@@ -36,22 +37,27 @@ class ExitHead(nn.Module):
         self.linear = nn.Conv2d(cin, 3, 1)
         self.reduce = nn.Conv2d(cin, width, 1)
         self.norm = nn.GroupNorm(8, width)
-        self.film = nn.Linear(n_skip * STYLE_DIM, 2 * width)
+        self.film = nn.Linear(STYLE_DIM, 2 * width)  # from the mean of the skipped layers' (normalised) styles
         self.conv = nn.Conv2d(width, width, 3, padding=1)
         self.out = nn.Conv2d(width, 3, 3, padding=1)
-        for m in (self.film, self.out):
+        self.colour = nn.Linear(STYLE_DIM, 12)  # a per-face colour transform (3x3 + offset), bounded: what the
+        #                                         skipped fine layers mostly add is colour and contrast
+        for m in (self.film, self.out, self.colour):
             nn.init.zeros_(m.weight)
             nn.init.zeros_(m.bias)
         self.register_buffer("w_mean", torch.zeros(STYLE_DIM))
         self.register_buffer("w_std", torch.ones(STYLE_DIM))
 
     def forward(self, feats: torch.Tensor, w_plus: torch.Tensor) -> torch.Tensor:
-        skipped = (w_plus[:, self.first_skipped:] - self.w_mean) / self.w_std
-        gamma, beta = self.film(skipped.flatten(1)).chunk(2, dim=1)
+        skipped = ((w_plus[:, self.first_skipped:] - self.w_mean) / self.w_std).mean(1)
+        gamma, beta = self.film(skipped).chunk(2, dim=1)
         h = F.leaky_relu(self.norm(self.reduce(feats)), 0.2)
         h = h * (1 + torch.tanh(gamma)[:, :, None, None]) + beta[:, :, None, None]
         h = F.leaky_relu(self.conv(h), 0.2)
-        return self.linear(feats) + self.out(h)
+        rgb = self.linear(feats) + self.out(h)
+        c = 0.5 * torch.tanh(self.colour(skipped))
+        mix, offset = c[:, :9].view(-1, 3, 3), c[:, 9:]
+        return rgb + torch.einsum("bij,bjhw->bihw", mix, rgb) + offset[:, :, None, None]
 
     def save(self, folder: str | Path) -> None:
         from safetensors.torch import save_file

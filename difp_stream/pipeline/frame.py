@@ -54,6 +54,7 @@ class FaceProtector:
         self.stats = Stats()
         self.timings = Timings()
         self.p.timings = self.timings  # the protector's sub-stages (VAE, inversion, denoising) land here too
+        self.framing = getattr(protector.model.cfg, "framing", "template")  # how the model's crops are cut
         self.skip = SimilaritySkip(self.cfg.skip_below)
         self.check = IdentityCheck(protector, identity_encoder, self.cfg, self.timings, self.stats)
         self.on_key = on_key  # callable(FaceRecord)
@@ -131,20 +132,28 @@ class FaceProtector:
                 self._cover_box(out, box)
                 continue
             try:
-                todo.append((t, align.similarity(lms, 128)))
+                m128 = align.similarity(lms, 128)
+                todo.append((t, m128, align.framing_transform(self.framing, lms, m128)))
             except ValueError:
                 self._cover_box(out, box)
         return todo
 
+    def _put(self, out: np.ndarray, frame: np.ndarray, crop: np.ndarray, mm: np.ndarray,
+             original: np.ndarray | None = None) -> None:
+        """Paste a model output ``crop`` (any size) where the transform at 128 ``mm`` says, colour-matched to the
+        original there, through the model's mask (a feathered square, or the face region)."""
+        size = crop.shape[0]
+        m = mm * np.float32(size / 128.0)
+        if original is None or original.shape[0] != size:
+            original = align.crop(frame, m, size)
+        align.paste(out, crop, m, original, mask=align.framing_mask(self.framing, size))
+
     def _reuse(self, frame: np.ndarray, out: np.ndarray, todo: list) -> None:
-        res = self.p.resolution
-        scale = np.array([[res / 128.0], [res / 128.0]], np.float32)
-        for t, m128 in todo:
+        for t, m128, mm in todo:
             st = self.states.get(t.id)
             with self.timings("reuse"):
                 if st is not None and st.last is not None and not st.weak:
-                    m = m128 * scale
-                    align.paste(out, st.last.crop, m, align.crop(frame, m, res))
+                    self._put(out, frame, st.last.crop, mm)
                     self.stats.reused += 1
                 else:
                     align.obscure(out, m128, 128)
@@ -167,7 +176,7 @@ class FaceProtector:
         except Exception as e:  # fail closed: nothing passes through unprotected
             self._warn_once(f"protect:{type(e).__name__}", f"protection failed ({type(e).__name__}: {e}); "
                             "faces are covered by a blur instead")
-            for _, m in todo:
+            for _, m, _ in todo:
                 align.obscure(out, m, 128)
                 self.stats.obscured += 1
             return
@@ -177,17 +186,22 @@ class FaceProtector:
     def _crops(self, frame: np.ndarray, todo: list) -> Crops:
         res, kres = self.p.resolution, self.p.key_resolution
         with self.timings("align"):
-            c128 = np.stack([align.crop(frame, m, 128) for _, m in todo])
-            model = c128 if res == 128 else np.stack([cv2.resize(c, (res, res), interpolation=cv2.INTER_AREA)
-                                                      for c in c128])
+            c128 = np.stack([align.crop(frame, m, 128) for _, m, _ in todo])
+            if self.framing != "template":
+                model = np.stack([align.crop(frame, mm * np.float32(res / 128.0), res) for _, _, mm in todo])
+            elif res == 128:
+                model = c128
+            else:
+                model = np.stack([cv2.resize(c, (res, res), interpolation=cv2.INTER_AREA) for c in c128])
             key = None  # keys at a higher resolution see the face at that size
             if self.cfg.keys and kres != res:
-                key = c128 if kres == 128 else np.stack([align.crop(frame, m * (kres / 128.0), kres) for _, m in todo])
+                key = c128 if kres == 128 else np.stack([align.crop(frame, m * (kres / 128.0), kres)
+                                                         for _, m, _ in todo])
         return Crops(c128, model, key)
 
     def _identities(self, index: int, todo: list, crops: Crops) -> list[TrackState]:
         """Each new track gets its original's identity code (and its seed); refreshed every identity_refresh."""
-        for k, (t, _) in enumerate(todo):
+        for k, (t, *_) in enumerate(todo):
             st = self.states.get(t.id)
             refresh = self.cfg.identity_refresh and st and index - st.id_frame >= self.cfg.identity_refresh
             if st is None or refresh:
@@ -197,7 +211,7 @@ class FaceProtector:
                     self.states[t.id] = TrackState(seed=self.cfg.seed * 1_000_003 + t.id, id_code=code, id_frame=index)
                 else:
                     st.id_code, st.id_frame = code, index
-        return [self.states[t.id] for t, _ in todo]
+        return [self.states[t.id] for t, *_ in todo]
 
     def _plan(self, index: int, states: list[TrackState], crops: Crops) -> tuple[list, Plan]:
         results: list[FaceResult | None] = [None] * len(states)
@@ -227,7 +241,8 @@ class FaceProtector:
         for i, (k, s) in enumerate(zip(full, st)):
             res = FaceResult(r.crops[i], r.keys[i] if r.keys else None, r.surrogates[i], r.protected_latents[i:i + 1])
             if self.check.wanted(s):
-                res = self.check.check(s, res, frame, todo[k][1], crops.model[k], crops.c128[k],
+                put = (lambda patch, crop, mm=todo[k][2]: self._put(patch, frame, crop, mm))
+                res = self.check.check(s, res, frame, todo[k][1], put, crops.model[k], crops.c128[k],
                                        None if crops.key is None else crops.key[k:k + 1])
             if s.surrogate is None:  # one fake person per track, for its whole life
                 s.surrogate = res.surrogate
@@ -248,15 +263,14 @@ class FaceProtector:
 
     def _paste(self, index, frame, out, todo, states, crops: Crops, results: list, plan: Plan) -> None:
         res = self.p.resolution
-        scale = np.array([[res / 128.0], [res / 128.0]], np.float32)
-        for k, (t, m128) in enumerate(todo):
-            m, st, result = m128 * scale, states[k], results[k]
+        for k, (t, m128, mm) in enumerate(todo):
+            m, st, result = mm * np.float32(res / 128.0), states[k], results[k]  # m: to the model's input crop
             if st.weak:  # no fake face far enough from this person: fail closed
                 align.obscure(out, m128, 128)
                 self.stats.obscured += 1
                 continue
             with self.timings("blend"):
-                align.paste(out, result.crop, m, crops.model[k])
+                self._put(out, frame, result.crop, mm, crops.model[k])
             if st.last is not result:  # a new result (not a similarity skip)
                 st.last, st.last_input = result, crops.model[k].astype(np.int16)
             self.stats.protected += 1

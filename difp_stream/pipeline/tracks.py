@@ -85,18 +85,17 @@ class IdentityCheck:
             return float(np.linalg.norm(codes - self.id_enc(seen[None])[0], axis=1).min())
 
     @staticmethod
-    def look(frame: np.ndarray, m128: np.ndarray, original: np.ndarray):
-        """How a protected crop will look in the output: what a recognizer would see there."""
-        res = original.shape[0]
-        m = m128 * np.float32(res / 128.0)
+    def look(frame: np.ndarray, m128: np.ndarray, put):
+        """How a protected crop will look in the output (``put(patch, crop)`` pastes it as the pipeline does): what
+        a recognizer would see there."""
 
         def seen(crop: np.ndarray) -> np.ndarray:
             patch = frame.copy()
-            align.paste(patch, crop, m, original)
+            put(patch, crop)
             return align.crop(patch, m128, 128)
         return seen
 
-    def check(self, st: TrackState, result: FaceResult, frame: np.ndarray, m128: np.ndarray, crop: np.ndarray,
+    def check(self, st: TrackState, result: FaceResult, frame: np.ndarray, m128: np.ndarray, put, crop: np.ndarray,
               crop128: np.ndarray, key_crop: np.ndarray | None) -> FaceResult:
         """The result to keep for this keyframe (maybe a redrawn one); sets ``st.weak`` and, when a redraw replaced
         a later keyframe's fake person, ``st.surrogate``."""
@@ -104,7 +103,7 @@ class IdentityCheck:
         if first is not None:  # a later keyframe: this view of the person counts too
             with self.timings("identity"):
                 st.seen_codes = [*st.seen_codes, self.id_enc(crop128[None])[0]][-MAX_LOOKS:]
-        look = self.look(frame, m128, crop)
+        look = self.look(frame, m128, put)
         best, d = result, self.distance(look(result.crop), st.looks())
         for j in range(self.cfg.verify_tries):
             if d >= self.cfg.verify_distance:

@@ -41,6 +41,8 @@ def select(name: str, model: DIFPModel, device: str = "cpu", log=None):
     graphs; on CPU ONNX Runtime, else PyTorch). Returns ``(backend or None for plain torch, name used)``."""
     say = log or _log.warning
     avail = available()
+    if getattr(model.cfg, "kind", "") == "stylespace":
+        return _select_styles(name, model, avail, say)
     order = [name] if name != "auto" else (["tensorrt", "torch-cuda", "torch"] if device.startswith("cuda") else ["onnxruntime", "torch"])
     for cand in order:
         why = avail.get(cand, f"unknown backend {cand}")
@@ -60,5 +62,26 @@ def select(name: str, model: DIFPModel, device: str = "cpu", log=None):
                     return CudaGraphBackend(model), cand
             except Exception as e:  # fall back, saying why in one line
                 why = f"{type(e).__name__}: {e}"
+        say(f"backend {cand} unavailable ({why}); falling back")
+    return None, "torch"
+
+
+def _select_styles(name: str, model, avail: dict, say):
+    """A style-space model: the generator and encoder on OpenVINO (auto, where installed), ONNX Runtime, or
+    PyTorch; GPU backends are not built for it yet (PyTorch on CUDA runs it)."""
+    from .styles import StyleBackend
+
+    try:
+        import openvino  # noqa: F401
+
+        ov = None
+    except ImportError as e:
+        ov = f"openvino not installed ({e})"
+    order = [name] if name != "auto" else ["openvino", "onnxruntime", "torch"]
+    for cand in order:
+        why = {"openvino": ov, "onnxruntime": avail.get("onnxruntime"), "torch": None}.get(
+            cand, f"{cand} does not run style-space models yet")
+        if why is None:
+            return (None, "torch") if cand == "torch" else (StyleBackend(model, cand), cand)
         say(f"backend {cand} unavailable ({why}); falling back")
     return None, "torch"

@@ -94,15 +94,19 @@ class HeadTrainer:
         for h in self.heads.values():
             h.w_mean.copy_(self.w_mean)
             h.w_std.copy_(ws.std(0).detach() + 1e-3)
-        params = [p for h in self.heads.values() for p in h.parameters()]
-        self.opt = torch.optim.Adam(params, lr=lr)
+        styled = [p for h in self.heads.values() for m in (h.film, h.colour) for p in m.parameters()]
+        rest = [p for h in self.heads.values() for p in h.parameters() if all(p is not q for q in styled)]
+        # the style-driven parts see few distinct faces: a tenth of the rate keeps them from running away
+        self.opt = torch.optim.Adam([{"params": rest, "lr": lr}, {"params": styled, "lr": lr / 10}])
         self.step, self.seen, self.history = 0, 0, []
         ck = self.out / "checkpoint.pt"
         if ck.exists():
             state = torch.load(ck, weights_only=False)
+            grown = False
             for s, h in self.heads.items():
-                h.load_state_dict(state["heads"][str(s)])
-            self.opt.load_state_dict(state["opt"])
+                grown |= bool(h.load_state_dict(state["heads"][str(s)], strict=False).missing_keys)
+            if not grown:  # (a head that gained parts since the checkpoint starts a fresh optimiser)
+                self.opt.load_state_dict(state["opt"])
             self.step, self.seen, self.history = state["step"], state["seen"], state["history"]
         self.eval_set = self._eval_set()
 

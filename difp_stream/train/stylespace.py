@@ -195,8 +195,8 @@ class StyleDIFPTrainer:
             bar.update(1)
             if self.step % self.cfg.eval_every == 0:
                 ev = self.evaluate()
-                self.history.append({"step": self.step, "train": float(loss), "val": ev})
-                log(f"step {self.step} train {float(loss):.4f} val {ev:.4f}")
+                self.history.append({"step": self.step, "train": float(loss.detach()), "val": ev})
+                log(f"step {self.step} train {float(loss.detach()):.4f} val {ev:.4f}")
             if time.time() - last > self.cfg.checkpoint_seconds:
                 self.save()
                 last = time.time()
