@@ -29,6 +29,7 @@ from difp_stream.difp.protector import Protector  # noqa: E402
 from difp_stream.difp.stylespace import StyleDIFP  # noqa: E402
 from difp_stream.gan.encoder import ffhq_crop, ffhq_transform  # noqa: E402
 from difp_stream.metrics import band_ratios  # noqa: E402
+from difp_stream.runtime.backends import select  # noqa: E402
 
 BOX = (24, 124, 20, 108)  # y0, y1, x0, x1: brows to chin, cheek to cheek in the 128 px template
 
@@ -51,6 +52,7 @@ def main() -> int:
     p.add_argument("--g-rea", type=float, default=None)
     p.add_argument("--realism-k", type=float, default=None)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--backend", default="auto", help="auto (OpenVINO where installed), onnxruntime, torch")
     p.add_argument("--name", default="style_model")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -60,7 +62,8 @@ def main() -> int:
     model = StyleDIFP.load(args.model)
     s = model.cfg.sampling_config(steps=args.steps, strength=args.strength, s_id=args.s_id, s_sty=args.s_sty,
                                   g_rea=args.g_rea, realism_k=args.realism_k)
-    prot = Protector(model, s, device="cpu")
+    backend, used = select(args.backend, model)
+    prot = Protector(model, s, device="cpu", backend=backend)
     ids, det = DlibIdentityEncoder(), Detector(0.5, max_side=256)
     y0, y1, x0, x1 = BOX
     rows, grid, t_prot = [], [], []
@@ -72,7 +75,7 @@ def main() -> int:
         t_prot.append(time.perf_counter() - t0)
         r2 = prot.protect(x, seeds=[2 * n + 1], id_codes=code, keys=False)
         with torch.no_grad():
-            recon = back(model.decode(r1.latents).mul(127.5).add(127.5).round().clamp(0, 255).byte()
+            recon = back(prot.net.decode(r1.latents).mul(127.5).add(127.5).round().clamp(0, 255).byte()
                          .permute(0, 2, 3, 1).numpy()[0], lms)
         f1, f2 = back(r1.crops[0], lms), back(r2.crops[0], lms)
         rec = back(prot.recover(r1.keys)[0], lms)
@@ -95,7 +98,7 @@ def main() -> int:
            "recovered_psnr_median": float(np.median(d["recovered_psnr"])),
            "recovered_within_0.6": float(np.mean(d["recovered_dlib"] < 0.6)),
            "seconds_per_face_protect_with_keys": float(np.median(t_prot))}
-    out = {"machine": machine(), "command": "python bench/style_report.py " + " ".join(sys.argv[1:]),
+    out = {"machine": machine(), "command": "python bench/style_report.py " + " ".join(sys.argv[1:]), "backend": used,
            "sampling": s.__dict__, "results": res}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(out, indent=1, default=str))

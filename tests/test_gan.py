@@ -14,6 +14,8 @@ from difp_stream.gan.ir import read_ir
 from difp_stream.gan.mobilestylegan import load_generator
 from difp_stream.metrics import psnr
 
+EXIT_PSNR = 22.0  # early-exit heads against the full render averaged down (measured: see README)
+
 
 def _psnr(a, b) -> float:  # pictures in [-1, 1]: peak-to-peak 2
     return psnr(a, b, peak=2.0)
@@ -71,15 +73,21 @@ def test_w_plus_with_equal_layers_is_the_single_style_render(gen, styles):
 
 
 def test_early_exits_are_the_downscaled_full_render(gen, styles):
-    """512 is the last wavelet stage's low band (the inverse step skipped); 256 and 128 average it down. Tolerance:
-    40 dB against the 1024 render averaged to the same size (measured: 85 dB)."""
+    """512 is the last wavelet stage's low band (the inverse step skipped): 40 dB against the 1024 render averaged
+    2x2 (measured: 85 dB). 256 and 128 are early exits: trained heads on the 256² / 128² features, checked against
+    the 512 picture averaged down (``early=False``): PSNR >= EXIT_PSNR dB each (see README, "Face generator")."""
     with torch.no_grad():
         full = gen.synthesis(styles[:1], 1024)
         assert full.shape == (1, 3, 1024, 1024) and -1.6 < float(full.min()) < float(full.max()) < 1.6
-        for size in (512, 256, 128):
-            small = gen.synthesis(styles[:1], size)
-            assert small.shape == (1, 3, size, size)
-            assert _psnr(small, F.avg_pool2d(full, 1024 // size)) >= 40
+        assert _psnr(gen.synthesis(styles[:1], 512), F.avg_pool2d(full, 2)) >= 40
+        for size in (256, 128):
+            assert str(size) in gen.heads, f"no early-exit head for {size} px shipped"
+            exact = gen.synthesis(styles, size, early=False)
+            assert _psnr(exact[:1], F.avg_pool2d(full, 1024 // size)) >= 40
+            early = gen.synthesis(styles, size)
+            assert early.shape == (2, 3, size, size)
+            for i in range(2):
+                assert _psnr(early[i], exact[i]) >= EXIT_PSNR, size
 
 
 def test_bad_inputs_are_refused_clearly(gen, tmp_path):

@@ -105,3 +105,18 @@ def test_training_learns_and_resumes(tmp_path):
     assert t2.step == 200
     loaded = StyleDIFP.load(tmp_path / "model")
     assert loaded.is_trained and loaded.cfg.width == 64
+
+
+@needs(FACES)
+def test_render_labels_describe_what_a_latent_renders(tmp_path):
+    from difp_stream.gan.encoder import load_encoder
+    from difp_stream.train.stylespace import build_latents, render_codes
+
+    d = np.load(build_latents(FACES, tmp_path, limit=3, progress=False, labels="render"))
+    w = torch.from_numpy(d["w_plus"].astype(np.float32))
+    assert d["ids"].shape == (3, 128) and load_encoder().cfg.size == 128
+    lms = np.tile(np.array([[46.3, 59.7], [81.5, 59.5], [64.0, 79.7], [49.5, 100.4], [78.7, 100.2]], np.float32),
+                  (3, 1, 1))
+    again = render_codes(w, lms)
+    assert np.allclose(again[0], render_codes(w[:1], lms[:1])[0], atol=1e-4)  # deterministic
+    assert np.linalg.norm(again[0] - again[1]) > 0.3  # two people, two codes

@@ -125,7 +125,7 @@ def cmd_encoder(argv: list[str]) -> int:
                     help="features squeezed to this many channels before the dense head (0: none)")
     for f in ("steps", "batch", "eval_pairs", "reload_every"):
         tp.add_argument("--" + f.replace("_", "-"), type=int, default=getattr(d, f), help=f"(default: {getattr(d, f)})")
-    for f in ("lr", "checkpoint_seconds", "jitter"):
+    for f in ("lr", "checkpoint_seconds", "jitter", "degrade"):
         tp.add_argument("--" + f.replace("_", "-"), type=float, default=getattr(d, f), help=f"(default: {getattr(d, f)})")
     hp = sub.add_parser("heads", help="train the generator's early-exit heads (128 and 256 px; resumes)")
     hp.add_argument("out", help="run folder: checkpoint.pt, model/exit{128,256}.* (copy them into "
@@ -155,7 +155,7 @@ def cmd_encoder(argv: list[str]) -> int:
         print(f"{len(shards)} shards in {args.out}")
         return EXIT_OK
     cfg = EncoderTrainConfig(**{k: getattr(args, k) for k in ("steps", "batch", "eval_pairs", "reload_every", "lr",
-                                                              "checkpoint_seconds", "jitter")})
+                                                              "checkpoint_seconds", "jitter", "degrade")})
     mcfg = EncoderConfig(size=args.size, channels=tuple(int(c) for c in args.channels.split(",")),
                          head_channels=args.head_channels)
     EncoderTrainer(args.pairs, args.out, cfg, mcfg, progress=not args.no_progress).run()
@@ -177,6 +177,8 @@ def cmd_styles(argv: list[str]) -> int:
     lp.add_argument("run", help="run folder")
     lp.add_argument("--split", default="train", help="manifest split (default: train)")
     lp.add_argument("--limit", type=num(int, 1), default=None, help="first N crops only")
+    lp.add_argument("--labels", choices=["photo", "render"], default="render",
+                    help="identity code of each latent: of its render (default; ~0.2 s a face) or of the photo")
     fp = sub.add_parser("fit", help="train on RUN/latents.npz (resumes from RUN/checkpoint.pt; writes RUN/model)")
     fp.add_argument("run", help="run folder")
     fp.add_argument("--minutes", type=num(float, 0.01), default=None, help="stop after this long (resumable)")
@@ -200,7 +202,8 @@ def cmd_styles(argv: list[str]) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.action == "latents":
-        print(build_latents(args.faces, args.run, args.split, args.limit, progress=not args.no_progress))
+        print(build_latents(args.faces, args.run, args.split, args.limit, progress=not args.no_progress,
+                            labels=args.labels))
         return EXIT_OK
     cfg = StyleTrainConfig(**{k: getattr(args, k) for k in ("stage1_steps", "stage2_steps", "batch", "eval_every",
                                                             "lr", "drop_id", "drop_style")})

@@ -33,7 +33,6 @@ class ExitHead(nn.Module):
             raise ValueError(f"early exits exist for sizes {sorted(EXITS)}, not {size}")
         self.size, self.width = size, width
         self.node, cin, self.first_skipped = EXITS[size]
-        n_skip = N_LAYERS - self.first_skipped
         self.linear = nn.Conv2d(cin, 3, 1)
         self.reduce = nn.Conv2d(cin, width, 1)
         self.norm = nn.GroupNorm(8, width)

@@ -109,6 +109,8 @@ class EncoderTrainConfig:
     checkpoint_seconds: float = 300.0
     reload_every: int = 500  # steps between looks for new shards (pairs made while training)
     jitter: float = 0.03  # random shift/scale of the crops (share of the size): alignment noise on real faces
+    degrade: float = 0.5  # share of crops made to look like real footage: downscaled (to 35-100%), blurred,
+    #                       JPEG-compressed (quality 40-95); generated faces are sharper than real photos
 
 
 class EncoderTrainer:
@@ -160,12 +162,24 @@ class EncoderTrainer:
                 m = cv2.getRotationMatrix2D((s / 2, s / 2), a, sc)
                 m[:, 2] += self.rng.uniform(-j, j, 2) * s
                 c = cv2.warpAffine(c, m, (s, s), borderMode=cv2.BORDER_REFLECT101)
+            if self.rng.random() < self.cfg.degrade:
+                c = self._degrade(c)
             crops.append(c)
         x = to_tensor(np.stack(crops))
         if j:  # light and contrast vary in real footage
             x = (x * torch.from_numpy(self.rng.uniform(0.85, 1.15, (len(idx), 1, 1, 1))).float()
                  + torch.from_numpy(self.rng.uniform(-0.1, 0.1, (len(idx), 1, 1, 1))).float()).clamp(-1, 1)
         return x, torch.from_numpy(self.train_w[idx])
+
+    def _degrade(self, c: np.ndarray) -> np.ndarray:
+        s = c.shape[0]
+        small = max(16, int(s * self.rng.uniform(0.35, 1.0)))
+        c = cv2.resize(cv2.resize(c, (small, small), interpolation=cv2.INTER_AREA), (s, s),
+                       interpolation=cv2.INTER_LINEAR)
+        if self.rng.random() < 0.3:
+            c = cv2.GaussianBlur(c, (0, 0), self.rng.uniform(0.3, 1.2))
+        ok, buf = cv2.imencode(".jpg", c, [cv2.IMWRITE_JPEG_QUALITY, int(self.rng.integers(40, 96))])
+        return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if ok else c
 
     def loss(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         pred = self.model(x)

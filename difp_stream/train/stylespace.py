@@ -29,16 +29,47 @@ from .data import read_manifest
 THUMB = 16
 
 
+def render_codes(w_plus: torch.Tensor, lms: np.ndarray, backend: str = "auto") -> np.ndarray:
+    """dlib codes [N, 128] of what W+ renders, seen as the pipeline sees a face: rendered at 128 px (FFHQ framing),
+    put back into the 128 px template frame of the crop it came from (``lms``: its five points there), described
+    with the pipeline's face box. The identity a latent really carries (the encoder's reconstruction of a photo is
+    not yet that photo's person)."""
+    from ..difp.identity import DlibIdentityEncoder
+    from ..gan.encoder import ffhq_transform
+    from ..gan.mobilestylegan import load_generator, to_uint8
+    from ..runtime.generator import renderer
+
+    if backend == "auto":
+        try:
+            import openvino  # noqa: F401
+
+            backend = "openvino"
+        except ImportError:
+            backend = "torch"
+    render, ids = renderer(load_generator(), 128, backend), DlibIdentityEncoder()
+    out = np.empty((len(w_plus), 128), np.float32)
+    for i in range(len(w_plus)):
+        img = to_uint8(torch.from_numpy(render(w_plus[i:i + 1].float().numpy())))[0]
+        m = ffhq_transform(lms[i], 128)
+        seen = cv2.warpAffine(img, m, (128, 128), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+        out[i] = ids(seen[None])[0]
+    return out
+
+
 def build_latents(faces: str | Path, out: str | Path, split: str = "train", limit: int | None = None,
-                  encoder=None, chunk: int = 512, progress: bool = True) -> Path:
+                  encoder=None, chunk: int = 512, progress: bool = True, labels: str = "photo") -> Path:
     """Encode the ``split`` crops of a faces folder (manifest with ``landmarks``; descriptors in
     ``dlib_descriptors.npy``) into ``OUT/latents.npz``: w_plus fp16 [N, 23, 512], ids [N, 128], thumbs uint8
-    [N, 16, 16, 3], identity names."""
+    [N, 16, 16, 3], identity names. ``labels``: the identity code of each latent, the photo's own (``photo``:
+    the folder's descriptors) or that of the latent's render (``render``: ``render_codes``, ~0.2 s a face)."""
     from ..gan.encoder import load_encoder
 
     faces, out = Path(faces), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     final = out / "latents.npz"
+    if labels not in ("photo", "render"):
+        raise ValueError(f"labels must be 'photo' or 'render', not {labels!r}")
     if final.exists():
         return final
     rows = read_manifest(faces)
@@ -52,24 +83,25 @@ def build_latents(faces: str | Path, out: str | Path, split: str = "train", limi
         path = parts / f"{c // chunk:04d}.npz"
         sel = idx[c:c + chunk]
         if not path.exists():
-            crops = []
+            crops, lms = [], []
             for i in sel:
                 img = cv2.imread(str(faces / rows[i]["file"]))[:, :, ::-1]
-                lms = np.array(rows[i]["landmarks"].split(), np.float32).reshape(5, 2)
-                crops.append(ffhq_crop(img, lms, enc.cfg.size))
+                lms.append(np.array(rows[i]["landmarks"].split(), np.float32).reshape(5, 2))
+                crops.append(ffhq_crop(img, lms[-1], enc.cfg.size))
             crops = np.stack(crops)
             with torch.no_grad():
                 w = torch.cat([enc(to_tensor(crops[j:j + 64])) for j in range(0, len(crops), 64)])
             thumbs = np.stack([cv2.resize(c_, (THUMB, THUMB), interpolation=cv2.INTER_AREA) for c_ in crops])
+            codes = render_codes(w, np.stack(lms)) if labels == "render" else desc[sel]
             tmp = path.with_name(path.stem + ".partial.npz")
-            np.savez(tmp, w_plus=w.half().numpy(), thumbs=thumbs)
+            np.savez(tmp, w_plus=w.half().numpy(), thumbs=thumbs, ids=codes)
             tmp.replace(path)
         bar.update(len(sel))
     bar.close()
     got = [np.load(parts / f"{k:04d}.npz") for k in range(-(-len(idx) // chunk))]
     tmp = out / "latents.partial.npz"
     np.savez(tmp, w_plus=np.concatenate([g["w_plus"] for g in got]), thumbs=np.concatenate([g["thumbs"] for g in got]),
-             ids=desc[idx], identity=np.array([rows[i]["identity"] for i in idx]))
+             ids=np.concatenate([g["ids"] for g in got]), identity=np.array([rows[i]["identity"] for i in idx]))
     tmp.replace(final)
     return final
 
