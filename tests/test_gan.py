@@ -14,7 +14,7 @@ from difp_stream.gan.ir import read_ir
 from difp_stream.gan.mobilestylegan import load_generator
 from difp_stream.metrics import psnr
 
-EXIT_PSNR = 22.0  # early-exit heads against the full render averaged down (measured: see README)
+EXIT_PSNR = 25.0  # early-exit heads against the full render averaged down (measured: see README)
 
 
 def _psnr(a, b) -> float:  # pictures in [-1, 1]: peak-to-peak 2
@@ -109,3 +109,17 @@ def test_bad_inputs_are_refused_clearly(gen, tmp_path):
     (tmp_path / "g.bin").write_bytes(b"")
     with pytest.raises(ValueError, match="Erf"):
         read_ir(xml, tmp_path / "g.bin")
+
+
+@pytest.mark.parametrize("kind", ["onnxruntime", "openvino"])
+def test_backends_render_the_same_early_exit(gen, styles, kind, tmp_path, monkeypatch):
+    """The 128 px early exit exported to ONNX and run by ONNX Runtime / OpenVINO gives PyTorch's picture."""
+    pytest.importorskip(kind)
+    from difp_stream.runtime.generator import renderer
+
+    monkeypatch.setenv("DIFP_STREAM_CACHE", str(tmp_path))
+    plus = styles[:1, None].expand(1, gen.n_layers, 512).contiguous().numpy()
+    with torch.no_grad():
+        ref = gen.synthesis(torch.from_numpy(plus), 128).numpy()
+    got = renderer(gen, 128, kind, threads=1)(plus)
+    assert got.shape == (1, 3, 128, 128) and _psnr(got, ref) >= 40

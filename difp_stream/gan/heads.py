@@ -66,6 +66,7 @@ class ExitHead(nn.Module):
         (folder / f"exit{self.size}.json").write_text(json.dumps({"size": self.size, "width": self.width}))
         save_file({k: v.detach().half().contiguous() for k, v in self.state_dict().items()},
                   str(folder / f"exit{self.size}.safetensors"))
+        (folder / f"exit{self.size}.safetensors").chmod(0o644)  # shipped as package data: readable by all
 
     @classmethod
     def load(cls, folder: str | Path, size: int) -> "ExitHead | None":

@@ -126,7 +126,8 @@ def load_generator(folder: str | None = None, device: str = "cpu") -> Generator:
 
     d = Path(folder) if folder else WEIGHTS
     heads = {s: h for s in EXITS if (h := ExitHead.load(d, s)) is not None}
-    return Generator(load_graph(d, "mapping"), load_graph(d, "synthesis"), heads).to(device).eval()
+    gen = Generator(load_graph(d, "mapping"), load_graph(d, "synthesis"), heads).to(device).eval()
+    return gen.requires_grad_(False)  # pretrained and frozen (gradients still reach its inputs)
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
