@@ -109,7 +109,7 @@ class EncoderTrainConfig:
     checkpoint_seconds: float = 300.0
     reload_every: int = 500  # steps between looks for new shards (pairs made while training)
     jitter: float = 0.03  # random shift/scale of the crops (share of the size): alignment noise on real faces
-    degrade: float = 0.5  # share of crops made to look like real footage: downscaled (to 35-100%), blurred,
+    degrade: float = 0.0  # share of crops made to look like real footage: downscaled (to 35-100%), blurred,
     #                       JPEG-compressed (quality 40-95); generated faces are sharper than real photos
 
 
