@@ -270,7 +270,7 @@ def _cli(args, **kw):
                             stderr=subprocess.PIPE, text=True, **kw)
 
 
-def _wait_for_partial(folder: Path, proc, seconds=90):
+def _wait_for_partial(folder: Path, proc, seconds=300):  # (a loaded machine runs the clip at ~1 fps)
     t = time.monotonic()
     while time.monotonic() - t < seconds and proc.poll() is None:
         part = [p for p in folder.glob(".out.partial.mp4") if p.stat().st_size > 20000]
