@@ -8,7 +8,8 @@ face region). A picture grid: original | reconstruction (encoder only) | protect
 
     python bench/style_report.py --model runs/styles1/model [--limit 100] [--steps 4] [--s-id 3] [--g-rea 0.6]
 
-Writes bench/results/NAME.{json,md} and NAME_grid.png (NAME: --name, default style_model).
+Writes bench/results/NAME.{json,md}, NAME_grid.png and NAME_inframe.png (one frame of each of --clips, original |
+protected by the whole pipeline with its identity check off), NAME: --name, default style_model.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import RESULTS, machine, psnr  # noqa: E402
+from bench.common import RESULTS, SHARED, machine, psnr  # noqa: E402
 from bench.generator import eval_crops  # noqa: E402
 from difp_stream.difp.protector import Protector  # noqa: E402
 from difp_stream.difp.stylespace import StyleDIFP  # noqa: E402
@@ -41,6 +42,26 @@ def back(img: np.ndarray, lms: np.ndarray) -> np.ndarray:
                           borderMode=cv2.BORDER_REPLICATE)
 
 
+def in_frame(prot, clips: list[str], frame: int = 10, height: int = 360) -> np.ndarray:
+    """One frame of each shared clip, original | protected by the whole pipeline (identity check off: what the
+    model makes, not what the check lets through), side by side at ``height`` px."""
+    import av
+
+    from difp_stream.difp.identity import DlibIdentityEncoder
+    from difp_stream.pipeline.config import PipelineConfig
+    from difp_stream.pipeline.frame import FaceProtector
+
+    rows = []
+    for name in clips:
+        with av.open(str(SHARED / "videos" / name)) as c:
+            img = next(f.to_ndarray(format="rgb24") for i, f in enumerate(c.decode(video=0)) if i == frame)
+        out = FaceProtector(prot, DlibIdentityEncoder(), PipelineConfig(verify_distance=0.0)).process(0, img)
+        k = height / img.shape[0]
+        rows.append(np.concatenate([cv2.resize(img, None, fx=k, fy=k), cv2.resize(out, None, fx=k, fy=k)], 1))
+    w = max(r.shape[1] for r in rows)
+    return np.concatenate([np.pad(r, ((0, 0), (0, w - r.shape[1]), (0, 0))) for r in rows], 0)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", required=True)
@@ -54,6 +75,8 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--backend", default="auto", help="auto (OpenVINO where installed), onnxruntime, torch")
     p.add_argument("--name", default="style_model")
+    p.add_argument("--clips", default="liveportrait_d20.mp4,facenet_pytorch_video.mp4,liveportrait_d12.mp4",
+                   help="shared clips for the in-frame picture NAME_inframe.png ('' for none)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     from difp_stream.difp.identity import DlibIdentityEncoder
@@ -107,6 +130,8 @@ def main() -> int:
     md += ["", f"Grid ({args.name}_grid.png): original | encoder reconstruction | protected, seed 1 | seed 2 | recovered"]
     (RESULTS / f"{args.name}.md").write_text("\n".join(md) + "\n")
     cv2.imwrite(str(RESULTS / f"{args.name}_grid.png"), np.concatenate(grid, 0)[:, :, ::-1])
+    if args.clips:
+        cv2.imwrite(str(RESULTS / f"{args.name}_inframe.png"), in_frame(prot, args.clips.split(","))[:, :, ::-1])
     print(json.dumps(res, indent=1))
     return 0
 
