@@ -206,21 +206,25 @@ class DIFPModel(nn.Module):
         return model.to(device).eval()
 
     def fingerprint(self) -> str:
-        """Short hash of the network (its config less the recommended sampling values, which no key or engine
-        depends on) and weights (as stored, fp16): key files and engine caches name the model that made them."""
-        import hashlib
-        import json
-
-        net = {k: v for k, v in json.loads(self.cfg.to_json()).items() if k != "sampling"}
-        h = hashlib.sha256(json.dumps(net, indent=2).encode())
-        for k, v in sorted(self.state_dict().items()):
-            h.update(k.encode())
-            h.update((v.half() if v.is_floating_point() else v).detach().cpu().numpy().tobytes())
-        return h.hexdigest()[:16]
+        return fingerprint(self)
 
     @property
     def is_trained(self) -> bool:
         return bool(self.trained.item())
+
+
+def fingerprint(model: nn.Module) -> str:
+    """Short hash of a model's network (its config less the recommended sampling values, which no key or engine
+    depends on) and weights (as stored, fp16): key files and engine caches name the model that made them."""
+    import hashlib
+    import json
+
+    net = {k: v for k, v in json.loads(model.cfg.to_json()).items() if k != "sampling"}
+    h = hashlib.sha256(json.dumps(net, indent=2).encode())
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update((v.half() if v.is_floating_point() else v).detach().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 SHIPPED = ("default", "fast")  # model names resolved to package data (weights/NAME)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 
 from .config import SamplingConfig
-from .models import IdentityProjector, StyleEncoder
+from .models import IdentityProjector, StyleEncoder, fingerprint
 from .realism import cutoff_size
 from .schedule import make_scheduler
 
@@ -256,15 +256,7 @@ class StyleDIFP(nn.Module):
         return model.to(device).eval()
 
     def fingerprint(self) -> str:
-        """Short hash of the network (config less the recommended sampling values) and weights, as DIFPModel's."""
-        import hashlib
-
-        net = {k: v for k, v in json.loads(self.cfg.to_json()).items() if k != "sampling"}
-        h = hashlib.sha256(json.dumps(net, indent=2).encode())
-        for k, v in sorted(self.state_dict().items()):
-            h.update(k.encode())
-            h.update((v.half() if v.is_floating_point() else v).detach().cpu().numpy().tobytes())
-        return h.hexdigest()[:16]
+        return fingerprint(self)
 
     @property
     def is_trained(self) -> bool:

@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from ..gan.encoder import EncoderConfig, StyleEncoder, ffhq_crop, to_tensor
+from .loop import clipped_step
 
 PAIR_SIZE = 256  # pictures are kept at this size
 
@@ -215,10 +216,7 @@ class EncoderTrainer:
                 g["lr"] = sched(self.step)
             x, w = self._batch()
             loss = self.loss(x, w)
-            self.opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-            self.opt.step()
+            clipped_step(self.opt, self.model.parameters(), loss)
             self.step += 1
             bar.update(1)
             if self.step % 100 == 0 or self.step == self.cfg.steps:

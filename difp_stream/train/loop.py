@@ -28,6 +28,14 @@ CHECKPOINT = "checkpoint.pt"
 
 
 
+
+def clipped_step(opt, params, loss: torch.Tensor) -> None:
+    """One optimizer step with the gradients clipped to norm 1 (every trainer of the project steps this way)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
 class Trainer:
     def __init__(self, data: FaceSet, out_dir: str | Path, model_cfg: ModelConfig | None = None,
                  train_cfg: TrainConfig | None = None, device: str = "cpu", eval_data: FaceSet | None = None,
@@ -133,10 +141,7 @@ class Trainer:
 
     def _update(self, opt, params, loss: torch.Tensor, bar, **postfix) -> None:
         """One optimizer step (gradients clipped to norm 1) and the progress bar."""
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        clipped_step(opt, params, loss)
         self.step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}", **postfix)

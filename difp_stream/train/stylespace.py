@@ -25,6 +25,7 @@ from ..difp.schedule import make_scheduler
 from ..difp.stylespace import StyleDIFP, StyleModelConfig
 from ..gan.encoder import ffhq_crop, to_tensor
 from .data import read_manifest
+from .loop import clipped_step
 
 THUMB = 16
 
@@ -144,7 +145,6 @@ class StyleDIFPTrainer:
         cov = torch.cov(ids.T.double()) + 1e-6 * torch.eye(ids.shape[1], dtype=torch.float64)
         m.id_chol.copy_(torch.linalg.cholesky(cov).float())
         self.abar = make_scheduler(m.cfg).alphas_cumprod.float()
-        self._fit_basis()
         self.opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=self.cfg.lr, weight_decay=0.01)
         self.step, self.history, self.rng = 0, [], torch.Generator().manual_seed(seed + 1)
         ck = self.run / "checkpoint.pt"
@@ -154,6 +154,8 @@ class StyleDIFPTrainer:
             self.opt.load_state_dict(st["opt"])
             self.step, self.history = st["step"], st["history"]
             self.rng.manual_seed(seed + 1 + self.step)
+        else:  # (a resumed run has its basis in the checkpoint)
+            self._fit_basis()
 
     def _fit_basis(self) -> None:
         """The principal subspace of the (normalised) training latents, for the noise predictor."""
@@ -219,10 +221,7 @@ class StyleDIFPTrainer:
         while self.step < self.total_steps and time.time() < end:
             pick = torch.randint(0, len(w), (self.cfg.batch,), generator=self.rng)
             loss = self.loss(w[pick], ids[pick], thumbs[pick], drop=self.step >= self.cfg.stage1_steps)
-            self.opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-            self.opt.step()
+            clipped_step(self.opt, self.model.parameters(), loss)
             self.step += 1
             bar.update(1)
             if self.step % self.cfg.eval_every == 0:
