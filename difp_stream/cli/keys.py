@@ -130,9 +130,9 @@ def cmd_recover(argv: list[str]) -> int:
         check_media(src, kind, reader, args.keys)
         # every record decrypted once before anything is written (then again as the frames come: a long recovery
         # holds one frame's records at a time, not the whole file's pixels)
-        faces = exact = 0
+        faces = lossless = 0
         for r in reader.records(args.track):
-            faces, exact = faces + 1, exact + (r.exact is not None)
+            faces, lossless = faces + 1, lossless + (r.exact is not None and bytes(r.exact[1][:4]) == b"\x89PNG")
         model, device = model_for_keys(args, reader.header)
         rec = FaceRecoverer(make_protector(args, model, device), reader.records(args.track))
         tracks = sorted(args.track) if args.track else reader.tracks
@@ -144,7 +144,7 @@ def cmd_recover(argv: list[str]) -> int:
                               "nothing was restored") from None
         if kind == "video":
             # 4:4:4 so that restored faces are not blurred again by chroma subsampling; exact records: lossless
-            crf = args.crf if args.crf is not None else 0 if exact else 4
+            crf = args.crf if args.crf is not None else 0 if lossless else 4
             transcode(src, dst, rec.process, codec=args.codec, crf=crf, preset=args.preset,
                       progress=not args.no_progress, desc="recovering", pix_fmt="yuv444p", keep_metadata=True)
         else:
@@ -201,4 +201,4 @@ def _list(reader, path: str) -> None:
         fr = spans.get(t, [])
         print(f"{t:5d}  {len(fr):5d}  {min(fr) if fr else '-':>5}  {max(fr) if fr else '-':>4}")
     if exact:
-        print(f"{exact} face records carry exact-mode pixels")
+        print(f"{exact} face records carry the original's pixels (exact or faithful recovery)")

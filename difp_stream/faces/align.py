@@ -101,6 +101,24 @@ def roi_of(m: np.ndarray, size: int, shape: tuple[int, int], pad: int = 2) -> tu
     return int(x0), int(y0), int(x1), int(y1)
 
 
+def mask_roi(m: np.ndarray, mask: np.ndarray, shape: tuple[int, int], pad: int = 2) -> tuple[int, int, int, int] | None:
+    """Bounding box in the frame of where ``mask`` (a crop's paste mask, aligned by ``m``) is above zero: what a
+    paste can change."""
+    ys, xs = np.nonzero(mask > 0)
+    if len(xs) == 0:
+        return None
+    x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+    inv = cv2.invertAffineTransform(m)
+    corners = np.array([[x0, y0, 1], [x1, y0, 1], [x0, y1, 1], [x1, y1, 1]], np.float32) @ inv.T
+    fx0, fy0 = np.floor(corners.min(0)).astype(int) - pad
+    fx1, fy1 = np.ceil(corners.max(0)).astype(int) + pad
+    h, w = shape
+    fx0, fy0, fx1, fy1 = max(0, fx0), max(0, fy0), min(w, fx1), min(h, fy1)
+    if fx1 <= fx0 or fy1 <= fy0:
+        return None
+    return int(fx0), int(fy0), int(fx1), int(fy1)
+
+
 def match_colour(src: np.ndarray, ref: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """Shift/scale each channel of ``src`` so its weighted mean and std match ``ref`` (no seam in tone)."""
     w = weight[..., None] / max(weight.sum(), 1e-6)

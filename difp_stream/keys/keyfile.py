@@ -22,8 +22,9 @@ covers; a removed track, an added or edited record, or an edited header no longe
 a live stream) is readable up to its last statement (``partial=True``).
 
 Face payload: frame index (u32), the 2x3 alignment transform (6 f32), steps (u16), strength (f32), mode (u8: 0
-diffusion, 1 exact), then fp16 arrays z_ts, correction, id_code, style; in exact mode also the ROI (4 i32) and a
-PNG of the original pixels there (decoded only when it is pasted).
+diffusion, 1 pixels), then fp16 arrays z_ts, correction, id_code, style; in pixels mode also the ROI (4 i32) and the
+original pixels there: a PNG (``--recovery exact``, lossless) or a JPEG, 4:4:4 (``--recovery faithful``), decoded
+only when it is pasted.
 """
 from __future__ import annotations
 
@@ -55,21 +56,24 @@ class FaceRecord:
     transform: np.ndarray  # float32 [2, 3]: frame -> model-resolution crop
     key: FaceKey
     exact: tuple[tuple[int, int, int, int], np.ndarray | bytes] | None = None  # ROI (x0, y0, x1, y1) and its RGB
-    #                                                                   pixels (as read: their PNG, see exact_pixels)
+    #                                                     pixels (as read: their PNG or JPEG, see exact_pixels)
+    quality: int = 0  # how the pixels are stored: 0 a PNG (lossless), else a JPEG of this quality (4:4:4)
 
     def exact_pixels(self) -> np.ndarray:
-        """The exact-mode pixels, decoded from their PNG on demand (a long recovery holds PNGs, not frames)."""
+        """The region's pixels, decoded from their PNG or JPEG on demand (a long recovery holds those, not
+        frames)."""
         box, px = self.exact
         if isinstance(px, np.ndarray):
             return px
         import cv2
 
         x0, y0, x1, y1 = box
-        if len(px) < 24 or px[:8] != b"\x89PNG\r\n\x1a\n" or struct.unpack(">II", px[16:24]) != (x1 - x0, y1 - y0):
-            raise KeyError_("exact-mode pixels do not match their region")
+        png = len(px) >= 24 and px[:8] == b"\x89PNG\r\n\x1a\n"
+        if not (png or px[:3] == b"\xff\xd8\xff") or (png and struct.unpack(">II", px[16:24]) != (x1 - x0, y1 - y0)):
+            raise KeyError_("face pixels do not match their region")
         pixels = cv2.imdecode(np.frombuffer(px, np.uint8), cv2.IMREAD_COLOR)
-        if pixels is None:
-            raise KeyError_("exact-mode pixels cannot be decoded")
+        if pixels is None or pixels.shape[:2] != (y1 - y0, x1 - x0):
+            raise KeyError_("face pixels cannot be decoded to their region")
         return pixels[:, :, ::-1].copy()
 
 
@@ -97,8 +101,13 @@ def encode_payload(rec: FaceRecord) -> bytes:
         import cv2
 
         box, pixels = rec.exact
-        ok, png = cv2.imencode(".png", pixels[:, :, ::-1])
-        out.append(struct.pack("<4i", *box) + png.tobytes())
+        if rec.quality:  # faithful: a JPEG without chroma subsampling (a face's colour edges stay)
+            ok, img = cv2.imencode(".jpg", pixels[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(rec.quality),
+                                                                 cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+                                                                 cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444])
+        else:
+            ok, img = cv2.imencode(".png", pixels[:, :, ::-1])
+        out.append(struct.pack("<4i", *box) + img.tobytes())
     return zlib.compress(b"".join(out), 6)
 
 

@@ -32,7 +32,8 @@ class PipelineConfig:
     skip_below: float = 1.0  # reuse a track's last result when its aligned crop changed less than this (mean |diff|,
     #                          0-255 levels); 0 disables the similarity skip
     keys: bool = False  # compute recovery keys (handed to ``on_key``)
-    exact: bool = False  # also hand over the original pixels of each face region (exact recovery mode)
+    exact: bool = False  # also hand over the original pixels of each face region (exact / faithful recovery)
+    pixels_quality: int = 0  # ... stored as a PNG (0, exact) or a JPEG of this quality (faithful)
 
 
 class Timings:

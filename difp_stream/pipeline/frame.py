@@ -276,13 +276,13 @@ class FaceProtector:
             self.stats.protected += 1
             self.stats.carried += k in plan.carried
             if self.on_key is not None and result.key is not None:
-                self.on_key(FaceRecord(t.id, index, m, result.key, self._exact(frame, m)))
+                self.on_key(FaceRecord(t.id, index, m, result.key, self._exact(frame, m), self.cfg.pixels_quality))
 
     def _exact(self, frame: np.ndarray, m: np.ndarray):
-        """Exact recovery mode: the original pixels of the face's region."""
+        """Exact / faithful recovery: the original pixels of the region the paste changed."""
         if not self.cfg.exact:
             return None
-        box = align.roi_of(m, self.p.resolution, frame.shape[:2])
+        box = align.mask_roi(m, align.framing_mask(self.framing, self.p.resolution), frame.shape[:2])
         if box is None:
             return None
         x0, y0, x1, y1 = box
