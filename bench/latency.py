@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--protect-every", type=int, default=PipelineConfig().protect_every)
     ap.add_argument("--detect-every", type=int, default=1)
+    ap.add_argument("--render-every", type=int, default=PipelineConfig().render_every)
     ap.add_argument("--no-keys", action="store_true")
     ap.add_argument("--backend", default="auto", help="auto, torch, onnxruntime, or all: each available (default: auto)")
     ap.add_argument("--threads", type=int, default=None)
@@ -51,7 +52,7 @@ def main() -> None:
         model = load_model(args.model)
         benchmark.run(clip, RESULTS, args.name, model, frames=args.frames, deface=args.deface, backend=args.backend,
                       steps=args.steps, protect_every=args.protect_every, detect_every=args.detect_every,
-                      keys=not args.no_keys, every=args.leak_every,
+                      keys=not args.no_keys, every=args.leak_every, render_every=args.render_every,
                       command=f"python bench/latency.py {' '.join(sys.argv[1:])}",
                       label=str(args.clip or "generated 640x480 astronaut clip"))
     finally:

@@ -4,7 +4,8 @@ Each eval crop (the pipeline's 128 px template) is cut out again in the generato
 style-space DIFP model (two seeds), rendered, and warped back into the crop's frame; then measured as the README's
 goals ask: protection (dlib L2 to the original > 0.6), two seeds apart, the protected face still detected as a
 face, detail ratios (mid / high FFT band energy, output / original, same box), and the key's recovery (PSNR of the
-face region). A picture grid: original | reconstruction (encoder only) | protected, seed 1 | seed 2 | recovered.
+face region). A picture grid: original | reconstruction (encoder only) | protected, seed 1 | seed 2 (each pasted as
+the pipeline pastes: face mask, colour and detail matched) | recovered by the diffusion key alone.
 
     python bench/style_report.py --model runs/styles1/model [--limit 100] [--steps 4] [--s-id 3] [--g-rea 0.6]
 
@@ -27,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import RESULTS, SHARED, machine, psnr  # noqa: E402
 from bench.generator import eval_crops  # noqa: E402
 from difp_stream.difp.protector import Protector  # noqa: E402
-from difp_stream.difp.stylespace import StyleDIFP  # noqa: E402
+from difp_stream.difp import load_model  # noqa: E402
+from difp_stream.faces.align import crop as align_crop, face_mask, paste  # noqa: E402
 from difp_stream.gan.encoder import ffhq_crop, ffhq_transform  # noqa: E402
 from difp_stream.metrics import band_ratios  # noqa: E402
 from difp_stream.runtime.backends import select  # noqa: E402
@@ -35,9 +37,16 @@ from difp_stream.runtime.backends import select  # noqa: E402
 BOX = (24, 124, 20, 108)  # y0, y1, x0, x1: brows to chin, cheek to cheek in the 128 px template
 
 
-def back(img: np.ndarray, lms: np.ndarray) -> np.ndarray:
-    """A render in the FFHQ framing back into the 128 px template crop's frame."""
+def back(img: np.ndarray, lms: np.ndarray, crop: np.ndarray | None = None) -> np.ndarray:
+    """A render in the FFHQ framing back into the 128 px template crop's frame: the whole render, or with the
+    original ``crop`` given, pasted into it as the pipeline pastes into a frame (face mask, colour and detail
+    matched)."""
     m = ffhq_transform(lms, img.shape[0])
+    if crop is not None:
+        out = crop.copy()
+        paste(out, img, m.astype(np.float32), align_crop(crop, m.astype(np.float32), img.shape[0]),
+              mask=face_mask(img.shape[0]))
+        return out
     return cv2.warpAffine(img, m, (128, 128), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_AREA,
                           borderMode=cv2.BORDER_REPLICATE)
 
@@ -64,7 +73,7 @@ def in_frame(prot, clips: list[str], frame: int = 10, height: int = 360) -> np.n
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", default="default", help="'default' (the shipped model) or a style model's folder")
     p.add_argument("--limit", type=int, default=100)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--strength", type=float, default=None)
@@ -82,7 +91,7 @@ def main() -> int:
     from difp_stream.difp.identity import DlibIdentityEncoder
     from difp_stream.faces.detect import Detector
 
-    model = StyleDIFP.load(args.model)
+    model = load_model(args.model)
     s = model.cfg.sampling_config(steps=args.steps, strength=args.strength, s_id=args.s_id, s_sty=args.s_sty,
                                   g_rea=args.g_rea, realism_k=args.realism_k)
     backend, used = select(args.backend, model)
@@ -100,7 +109,7 @@ def main() -> int:
         with torch.no_grad():
             recon = back(prot.net.decode(r1.latents).mul(127.5).add(127.5).round().clamp(0, 255).byte()
                          .permute(0, 2, 3, 1).numpy()[0], lms)
-        f1, f2 = back(r1.crops[0], lms), back(r2.crops[0], lms)
+        f1, f2 = back(r1.crops[0], lms, crop), back(r2.crops[0], lms, crop)
         rec = back(prot.recover(r1.keys)[0], lms)
         e0, e1, e2 = code[0], ids(f1[None])[0], ids(f2[None])[0]
         mid, high = band_ratios(crop[y0:y1, x0:x1], f1[y0:y1, x0:x1])
@@ -127,7 +136,7 @@ def main() -> int:
     (RESULTS / f"{args.name}.json").write_text(json.dumps(out, indent=1, default=str))
     md = [f"# {args.name}", "", f"`{out['command']}` on {out['machine']}", "", "| measure | value |", "| --- | --- |"]
     md += [f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in res.items()]
-    md += ["", f"Grid ({args.name}_grid.png): original | encoder reconstruction | protected, seed 1 | seed 2 | recovered"]
+    md += ["", f"Grid ({args.name}_grid.png): original | encoder reconstruction | protected, seed 1 | seed 2 (pasted) | recovered (diffusion key)"]
     (RESULTS / f"{args.name}.md").write_text("\n".join(md) + "\n")
     cv2.imwrite(str(RESULTS / f"{args.name}_grid.png"), np.concatenate(grid, 0)[:, :, ::-1])
     if args.clips:

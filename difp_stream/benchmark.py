@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from .metrics import Faces as _Faces
-from .metrics import faces_leaked, identity_stability  # noqa: F401  (part of this module's interface)
+from .metrics import faces_leaked, flicker, identity_stability  # noqa: F401  (part of this module's interface)
 
 
 def machine() -> str:
@@ -54,7 +54,7 @@ def read_frames(clip: str | Path, limit: int | None = None) -> tuple[list[np.nda
 def run_difp(frames: list, fps: float, model, backend: str = "auto", steps: int | None = None,
              protect_every: int = 4, detect_every: int = 1, keys: bool = True, every: int = 5,
              strip_index: int | None = None, faces: _Faces | None = None,
-             decode_ms: float = 0.0) -> tuple[dict, list, np.ndarray | None]:
+             decode_ms: float = 0.0, render_every: int = 1) -> tuple[dict, list, np.ndarray | None]:
     """Protect ``frames`` as the CLI does; returns (figures, protected frames, recovered frame at strip_index)."""
     from .difp import Protector
     from .difp.identity import DlibIdentityEncoder
@@ -64,7 +64,7 @@ def run_difp(frames: list, fps: float, model, backend: str = "auto", steps: int 
     fc = faces or _Faces()
     be, used = select(backend, model, "cpu")
     p = Protector(model, model.cfg.sampling_config(steps=steps), device="cpu", backend=be)
-    cfg = PipelineConfig(keys=keys, protect_every=protect_every, detect_every=detect_every)
+    cfg = PipelineConfig(keys=keys, protect_every=protect_every, detect_every=detect_every, render_every=render_every)
     FaceProtector(p, DlibIdentityEncoder(), cfg).process(0, frames[0])  # warm-up (runtime sessions, allocations)
     records: list = []
     fp = FaceProtector(p, DlibIdentityEncoder(), cfg, on_key=records.append)
@@ -88,8 +88,10 @@ def run_difp(frames: list, fps: float, model, backend: str = "auto", steps: int 
          "process_ms": {"p50": pct(per_frame)[0], "p95": pct(per_frame)[1], "mean": float(np.mean(per_frame))},
          "fps": 1000 / total, "realtime_factor": (1000 / total) / fps, "faces": fp.stats.faces,
          "carried": fp.stats.carried, "blurred": fp.stats.obscured, "tracks": len(fp.stats.tracks),
+         "blurred_profiles": fp.stats.profiles, "blurred_small_or_cut": fp.stats.small,
+         "blurred_share_not_profile": (fp.stats.obscured - fp.stats.profiles) / max(1, fp.stats.faces - fp.stats.profiles),
          "leaks": leaks, "faces_checked": checked,
-         "identity_stability": identity_stability(outs, tracks, every, fc)}
+         "identity_stability": identity_stability(outs, tracks, every, fc), "flicker": flicker(frames, outs, tracks)}
     return r, outs, recovered
 
 
@@ -195,12 +197,19 @@ def markdown(r: dict, command: str) -> str:
     lines += ["", f"- per frame (detect → blend): p50 {d['process_ms']['p50']:.1f} ms, p95 {d['process_ms']['p95']:.1f} ms",
               f"- end to end: **{d['fps']:.2f} fps**, real-time factor {d['realtime_factor']:.2f} at "
               f"{d['clip_fps']:.2f} fps; peak RSS {r['peak_rss_mb']:.0f} MB",
-              f"- faces covered {d['faces']} in {d['tracks']} tracks (carried {d['carried']}, blurred {d['blurred']}); "
+              f"- faces covered {d['faces']} in {d['tracks']} tracks (carried {d['carried']}, blurred {d['blurred']}: "
+              f"{d.get('blurred_profiles', 0)} profiles, {d.get('blurred_small_or_cut', 0)} too small or cut, the rest "
+              f"failed closed; blurred share of the faces that are not profiles "
+              f"**{d.get('blurred_share_not_profile', 0):.1%}**); "
               f"identity leaks **{d['leaks']} of {d['faces_checked']}** checked faces"]
     if st["same_fake_share"] is not None:
         lines.append(f"- identity stability: each track's fake face stays the same person (dlib L2 < 0.6 to its "
                      f"first) in {st['same_fake_share']:.0%} of checked frames; mean L2 to the track's mean "
                      f"{st['mean_l2_to_track_mean']:.2f} ({st['tracks_checked']} tracks)")
+    fl = d.get("flicker") or {}
+    if fl.get("ratio") is not None:
+        lines.append(f"- flicker: consecutive face crops differ by {fl['output_mad']:.2f} (0-255) in the output and "
+                     f"{fl['original_mad']:.2f} in the original: ratio **{fl['ratio']:.2f}** ({fl['pairs']} pairs)")
     if r.get("backends"):
         lines += ["", "| backend (whole pipeline) | fps | per frame p50 / p95 ms | DIFP keyframe p50 ms | leaks |",
                   "| --- | --- | --- | --- | --- |"]
@@ -221,7 +230,8 @@ def markdown(r: dict, command: str) -> str:
 
 def run(clip: str | Path, out_dir: str | Path, name: str = "bench", model=None, frames: int = 100,
         deface: bool = True, backend: str = "auto", steps: int | None = None, protect_every: int = 4,
-        detect_every: int = 1, keys: bool = True, every: int = 5, command: str = "", label: str | None = None) -> dict:
+        detect_every: int = 1, keys: bool = True, every: int = 5, command: str = "", label: str | None = None,
+        render_every: int = 1) -> dict:
     """Everything for one clip; writes NAME.json, NAME.md, NAME_strip.png and NAME_stages.png into ``out_dir``."""
     from .difp import load_default
 
@@ -238,19 +248,19 @@ def run(clip: str | Path, out_dir: str | Path, name: str = "bench", model=None, 
     mid = range(len(fr) // 4, max(len(fr) // 4 + 1, 3 * len(fr) // 4))
     strip_i = max(mid, key=lambda i: len(fc.det.detect([fr[i]])[0]))
     r = {"clip": label or str(clip), "machine": machine(), "keys": keys,
-         "settings": {"backend": backend, "steps": steps, "protect_every": protect_every,
+         "settings": {"backend": backend, "steps": steps, "protect_every": protect_every, "render_every": render_every,
                       "detect_every": detect_every, "frames": len(fr)}}
     from .runtime import available
 
     names = [b for b, why in available().items() if why is None] if backend == "all" else [backend]
     names.sort(key=lambda b: b != "onnxruntime")  # the CPU default first: it makes the figures
     r["difp"], outs, recovered = run_difp(fr, fps, model, names[0], steps, protect_every, detect_every, keys, every,
-                                          strip_i, fc, decode_ms)
+                                          strip_i, fc, decode_ms, render_every)
     if len(names) > 1:  # the whole pipeline once per runtime backend, same clip, same run
         r["backends"] = {r["difp"]["backend"]: _backend_row(r["difp"])}
         for b in names[1:]:
             other, _, _ = run_difp(fr, fps, model, b, steps, protect_every, detect_every, keys, every, None, fc,
-                                   decode_ms)
+                                   decode_ms, render_every)
             r["backends"][other["backend"]] = _backend_row(other)
     cols = [("original", fr[strip_i])]
     df = run_deface(clip, fr, every, fc) if deface else None

@@ -63,7 +63,8 @@ def num(kind, lo: float | None = None, hi: float | None = None, open_lo: bool = 
 
 def model_args(p: argparse.ArgumentParser, more_backends: tuple = ()) -> None:
     p.add_argument("--model", default=None,
-                   help="model: 'default' (shipped), 'fast' (shipped, distilled: 2-2.6x faster per face on a CPU) or a folder")
+                   help="model: 'default' (shipped: photoreal, DIFP in a face generator's style space) or a folder "
+                        "(from `difp-stream styles fit`, or a pixel-space model from `difp-stream train`)")
     p.add_argument("--backend", default="auto",
                    choices=["auto", "torch", "torch-cuda", "onnxruntime", "tensorrt", "openvino", *more_backends],
                    help="runtime for the U-Net and VAE (default: auto = on a GPU TensorRT where installed, else "
@@ -205,6 +206,7 @@ def pipeline_cfg(args, keys: bool):
     return PipelineConfig(seed=args.seed, detect_every=args.detect_every, threshold=args.threshold,
                           detect_size=args.detect_size, max_misses=args.max_misses, keys=keys,
                           protect_every=args.protect_every, carry_cutoff=args.carry_cutoff,
+                          render_every=args.render_every, max_render=args.max_render,
                           pixels_quality=args.faithful_quality if args.recovery == "faithful" else 0,
                           skip_below=args.skip_below, verify_distance=args.verify_distance, min_difp=args.min_difp,
                           exact=args.recovery in ("exact", "faithful"), verify_every=args.verify == "every")

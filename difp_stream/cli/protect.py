@@ -66,6 +66,12 @@ def _face_args(p: argparse.ArgumentParser, c) -> None:
                    help=f"full DIFP run per face every N frames, motion carried between (default: {c.protect_every}; 1: every frame)")
     f.add_argument("--carry-cutoff", type=num(int, 1, 64), default=c.carry_cutoff,
                    help=f"latent low-pass size of the carried motion (default: {c.carry_cutoff})")
+    f.add_argument("--render-every", type=num(int, 1, 100), default=c.render_every, metavar="N",
+                   help="photoreal model: render carried frames every N frames, warp the last face between "
+                        f"(faster; expression updates every N frames; default: {c.render_every})")
+    f.add_argument("--max-render", type=int, choices=[128, 256, 512, 1024], default=c.max_render,
+                   help="photoreal model: faces are rendered at their size in the frame, up to this many pixels "
+                        f"(default: {c.max_render})")
     f.add_argument("--min-difp", type=num(int, 0, 4096), default=c.min_difp,
                    help=f"faces narrower than this many pixels are blurred instead of replaced (default: {c.min_difp})")
     f.add_argument("--verify-distance", type=num(float, 0, 2), default=c.verify_distance,

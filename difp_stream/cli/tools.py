@@ -12,7 +12,7 @@ def cmd_export(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="difp-stream export",
                                 description="Export the model to ONNX (dynamic batch, checked against PyTorch) and, "
                                             "with --tensorrt, build TensorRT engines from it.")
-    p.add_argument("--model", default=None, help="'default', 'fast' or a model folder (default: the shipped default)")
+    p.add_argument("--model", default=None, help="'default' or a model folder (default: the shipped default)")
     p.add_argument("--out", default=None, help="ONNX folder (default: ~/.cache/difp-stream/onnx/FINGERPRINT)")
     p.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines into engines/ (GPU only)")
     args = p.parse_args(argv)
@@ -21,6 +21,15 @@ def cmd_export(argv: list[str]) -> int:
     from ..runtime.onnx_export import export
 
     model = load_model(args.model)
+    if getattr(model.cfg, "kind", "") == "stylespace":  # its cost is the encoder and the renders: those graphs
+        from ..runtime.styles import export_graphs
+
+        for path in export_graphs(model, Path(args.out) if args.out else None):
+            print(path)
+        if args.tensorrt:
+            print("TensorRT engines are not built for the style-space model yet: on a GPU it runs on PyTorch "
+                  "(--backend torch-cuda)", file=sys.stderr)
+        return EXIT_OK
     out = Path(args.out) if args.out else cache_dir() / "onnx" / model.fingerprint()
     export(model, out)
     if args.tensorrt:

@@ -134,6 +134,7 @@ class Protector:
         self.identity_encoder = identity_encoder
         self.resolution = model.cfg.resolution
         self.timings = None  # optional: a callable stage name -> context manager (pipeline.Timings)
+        self.render_size = None  # a style-space model: the size its faces are rendered at (None: the model's)
         self.key_refine = key_refine  # > 0: keys hold a latent refined by this many decoder-gradient steps
         self.distilled = bool(model.cfg.distilled)
         check_sampling(model.cfg, self.sampling)
@@ -142,6 +143,12 @@ class Protector:
             raise ValueError(f"key resolution {key_resolution} is not a multiple of the model's {self.resolution}")
 
     # ------------------------------------------------------------------ helpers
+    def _render(self, z: torch.Tensor) -> np.ndarray:
+        """The protected latents decoded (a style-space model: rendered at ``render_size``)."""
+        if self.render_size:
+            return to_uint8(self.net.decode_protected(z, self.render_size))
+        return to_uint8(self.net.decode_protected(z))
+
     def _t(self, stage: str):
         return self.timings(stage) if self.timings is not None else nullcontext()
 
@@ -247,7 +254,7 @@ class Protector:
                 if with_key:
                     z_r = self.ddim.step(z_r, e[-1], t, key_next[t])
         with self._t("difp: vae decode"):
-            out = to_uint8(self.net.decode_protected(z_p))
+            out = self._render(z_p)
         key_list = None
         if keys:
             target = self._key_target(z0, x, key_crops)
@@ -258,12 +265,13 @@ class Protector:
 
     @torch.no_grad()
     def carry(self, crops: np.ndarray, ref_latents: torch.Tensor, ref_protected: torch.Tensor, cutoff: int,
-              keys: bool = True, key_crops: np.ndarray | None = None) -> ProtectResult:
+              keys: bool = True, key_crops: np.ndarray | None = None, render: bool = True) -> ProtectResult:
         """Temporal carry for video frames between two keyframes of a track: the keyframe's protected latent plus
         the low-frequency part (``LP_cutoff``) of how the original moved since then,
         ``z' = z'_key + LP(z - z_key)``: same fake person, current pose and expression, one VAE round trip
         instead of a diffusion run. Keys of carried frames hold ``z0`` itself (``steps = 0``; at a higher key
-        resolution, plus the correction to the latent at that resolution)."""
+        resolution, plus the correction to the latent at that resolution). ``render`` False: no decode (the
+        result's ``crops`` is None; the caller reuses an earlier face), only the latents and keys."""
         x = to_tensor(crops, self.resolution, self.device)
         z0 = self.net.encode(x)
         z_p = ref_protected + self.model.carry_delta(z0 - ref_latents, cutoff)
@@ -277,7 +285,7 @@ class Protector:
                 zk, corr = z0, zk - _fit(z0, zk)
             key_list = [FaceKey(_half(zk[i]), _half(corr[i]), np.zeros(c.id_dim, np.float16),
                                 np.zeros((c.style_tokens, c.token_dim), np.float16), 0, 0.0) for i in range(len(z0))]
-        return ProtectResult(to_uint8(self.net.decode_protected(z_p)), key_list, None, z0, z_p)
+        return ProtectResult(self._render(z_p) if render else None, key_list, None, z0, z_p)
 
     @torch.no_grad()
     def recover_latents(self, keys: Sequence[FaceKey]) -> torch.Tensor:

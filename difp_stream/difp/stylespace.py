@@ -204,8 +204,8 @@ class StyleDIFP(nn.Module):
     def decode(self, z: torch.Tensor, size: int | None = None) -> torch.Tensor:
         return self.generator.synthesis(self.to_styles(z), size or self.cfg.render_size).clamp(-1, 1)
 
-    def decode_protected(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decode(z)
+    def decode_protected(self, z: torch.Tensor, size: int | None = None) -> torch.Tensor:
+        return self.decode(z, size)
 
     def eps(self, z: torch.Tensor, t, ctx: torch.Tensor) -> torch.Tensor:
         if not torch.is_tensor(t):

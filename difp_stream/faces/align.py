@@ -130,10 +130,35 @@ def match_colour(src: np.ndarray, ref: np.ndarray, weight: np.ndarray) -> np.nda
     return np.clip((s - ms) * gain + mr, 0, 255)
 
 
+def _detail(img: np.ndarray, where: np.ndarray) -> float:
+    grey = cv2.cvtColor(img.astype(np.float32), cv2.COLOR_RGB2GRAY)
+    return float(cv2.Laplacian(grey, cv2.CV_32F)[where].var())
+
+
+DETAIL_SIGMAS = (0.6, 0.9, 1.3, 1.8, 2.5)
+
+
+def match_detail(src: np.ndarray, ref: np.ndarray, weight: np.ndarray, tol: float = 1.25) -> np.ndarray:
+    """``src`` (float RGB) softened by the least Gaussian blur that brings its fine detail (Laplacian energy inside
+    the mask's core) within ``tol`` of the original ``ref``'s there: a render sharper than the footage around it (a
+    low-resolution or compressed video) would stand out as pasted; a sharper original leaves it as it is."""
+    where = weight > 0.5
+    if not where.any():
+        return src
+    target = tol * _detail(ref, where)
+    if _detail(src, where) <= target:
+        return src
+    for sigma in DETAIL_SIGMAS:
+        soft = cv2.GaussianBlur(src, (0, 0), sigma)
+        if _detail(soft, where) <= target:
+            break
+    return soft
+
+
 def paste(frame: np.ndarray, face: np.ndarray, m: np.ndarray, original: np.ndarray | None = None,
           margin: float = 0.12, mask: np.ndarray | None = None) -> None:
     """Warp the crop ``face`` (aligned by ``m``) back into ``frame`` in place, with a feathered mask (or ``mask``);
-    when the original crop is given, the face's colours are matched to it first."""
+    when the original crop is given, the face's colours and its level of fine detail are matched to it first."""
     size = face.shape[0]
     box = roi_of(m, size, frame.shape[:2])
     if box is None:
@@ -147,6 +172,8 @@ def paste(frame: np.ndarray, face: np.ndarray, m: np.ndarray, original: np.ndarr
     warped = cv2.warpAffine(src, inv, dsize, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     alpha = cv2.warpAffine(mask, inv, dsize, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)[..., None]
     roi = frame[y0:y1, x0:x1].astype(np.float32)
+    if original is not None:  # at the frame's scale: the detail a viewer sees there
+        warped = match_detail(warped, roi, alpha[..., 0])
     frame[y0:y1, x0:x1] = np.clip(roi * (1 - alpha) + warped * alpha + 0.5, 0, 255).astype(np.uint8)
 
 

@@ -23,6 +23,9 @@ class PipelineConfig:
     max_yaw: float = 0.3  # nose offset from the eyes' midpoint / eye distance above which a face is blurred instead
     protect_every: int = 4  # full DIFP run per track every N frames; frames between are carried (Protector.carry)
     carry_cutoff: int = 8  # latent low-pass size of the motion carried between keyframes
+    render_every: int = 1  # a style-space model: carried frames are rendered every N frames; between, the last face
+    #                        is warped to the new position (pose follows; expression updates every N frames)
+    max_render: int = 512  # a style-space model renders each face at its size in the frame, up to this (128-1024)
     verify_distance: float = 0.7  # a fake face must be this far (dlib L2) from the original (0.6: same person) ...
     verify_tries: int = 2  # ... else up to this many other fake identities are tried (verify_distance 0: no check)
     blur_below: float = 0.65  # the farthest one tried still closer than this: the face is blurred (the margin above
@@ -58,6 +61,8 @@ class Stats:
     protected: int = 0  # face-frames replaced (DIFP keyframes + carried frames)
     carried: int = 0  # of which carried from the track's last keyframe
     obscured: int = 0  # face-frames covered by the fail-closed blur
+    profiles: int = 0  # of which profiles (turned too far for the frontal alignment)
+    small: int = 0  # of which narrower than min_difp, or cut by the frame's edge
     reused: int = 0  # face-frames covered by the track's last protected crop (live mode, out of time)
     redrawn: int = 0  # fake identities drawn again because the first was too close to the original
     skipped: int = 0  # face-frames whose crop barely changed: the track's last result was reused (similarity skip)

@@ -86,9 +86,9 @@ class Runner:
         return np.asarray(self._session(tuple(x.shape))(x))
 
 
-def renderer(generator, size: int, kind: str = "torch", threads: int | None = None) -> Runner:
+def renderer(generator, size: int, kind: str = "torch", threads: int | None = None, cache: Path | None = None) -> Runner:
     """W+ styles [B, 23, 512] -> RGB [B, 3, size, size] in [-1, 1] on ``kind``."""
-    return Runner(generator, lambda w: generator.synthesis(w, size), f"gan{size}", kind, threads)
+    return Runner(generator, lambda w: generator.synthesis(w, size), f"gan{size}", kind, threads, cache)
 
 
 def encoder_runner(encoder, kind: str = "torch", threads: int | None = None) -> Runner:

@@ -27,5 +27,19 @@ class StyleBackend:
         styles = self.model.to_styles(z).detach().cpu().numpy()
         return torch.from_numpy(self._render[size](styles)).to(z.device).clamp(-1, 1)
 
-    def decode_protected(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decode(z)
+    def decode_protected(self, z: torch.Tensor, size: int | None = None) -> torch.Tensor:
+        return self.decode(z, size)
+
+
+def export_graphs(model, folder=None, sizes=(128, 256, 512)) -> list:
+    """The ONNX graphs the style model's runtime uses (encoder, and the renders at ``sizes``; batch 1), exported into
+    ``folder`` (default: the cache, where the runtime finds them) and returned as paths."""
+    from .generator import Runner
+
+    enc = model.encoder
+    runners = [Runner(enc, enc, f"encoder{enc.cfg.size}", "onnxruntime", cache=folder)]
+    shapes = [(1, 3, enc.cfg.size, enc.cfg.size)]
+    for s in sizes:
+        runners.append(renderer(model.generator, s, "onnxruntime", cache=folder))
+        shapes.append((1, model.cfg.n_layers, model.cfg.style_dim))
+    return [r._onnx(shape) for r, shape in zip(runners, shapes)]
