@@ -1,15 +1,17 @@
-"""Every figure in README, from a fresh install, in one command (about 22 minutes on the 2-core CPU here):
+"""Every figure in README, from a fresh install, in one command (about 40 minutes on the 2-core CPU here):
 
     pip install -e ".[bench]" && python bench/all.py
 
-1. the model report on the shared eval split (bench/model_report.py --limit 200: model.md/json, model_grid.png), and
-   the same for the distilled fast model (model_fast.md/json, model_fast_grid.png);
-2. latency, privacy and deface side by side on a generated 640x480 clip and on a shared clip (bench/latency.py:
-   latency*.md/json, *_strip.png, *_stages.png; latency_fast: the same with --model fast);
-3. per-face latency of each shipped model on each runtime backend (bench/backends.py: backends.md/json);
-4. live RTSP latency (bench/rtsp_latency.py: rtsp.md/json; needs the GStreamer RTSP server);
-5. recovery round trips on clips, diffusion and exact mode (bench/recovery.py: recovery.md/json);
-6. dlib's recognizer with either face box on the eval split (bench/recognizer.py: recognizer.md/json).
+1. the default model on the shared eval split (bench/style_report.py --limit 100: style_model.md/json,
+   style_model_grid.png, style_model_inframe.png);
+2. the generator's renders and the style encoder on each runtime (bench/generator.py: generator.md/json);
+3. latency, privacy, flicker and deface side by side on a generated 640x480 clip and on two shared clips
+   (bench/latency.py: latency*.md/json, *_strip.png, *_stages.png), and with --render-every 2;
+4. the pipeline on every shared clip: fail-closed share, one fake person per track, flicker (bench/clips.py:
+   clips.md/json, clips_strip_*.png);
+5. live RTSP latency (bench/rtsp_latency.py: rtsp.md/json; needs the GStreamer RTSP server);
+6. recovery round trips on clips in each recovery mode, with key sizes (bench/recovery.py: recovery.md/json);
+7. dlib's recognizer with either face box on the eval split (bench/recognizer.py: recognizer.md/json).
 Steps whose data is missing (../shared) are skipped with a line saying so."""
 from __future__ import annotations
 
@@ -21,18 +23,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 CLIP = SHARED / "videos" / "liveportrait_d12.mp4"
+DIM = SHARED / "videos" / "liveportrait_d20.mp4"
 
 STEPS = [
-    ("model report", ["bench/model_report.py", "--limit", "200", "--key-refine", "12"], SHARED / "faces" / "manifest.tsv"),
-    ("model report, fast model", ["bench/model_report.py", "--model", "fast", "--limit", "200", "--name", "model_fast"],
-     SHARED / "faces" / "manifest.tsv"),
+    ("model report", ["bench/style_report.py", "--limit", "100"], SHARED / "faces" / "manifest.tsv"),
+    ("generator", ["bench/generator.py", "--reps", "2"], SHARED / "faces" / "manifest.tsv"),
     ("latency, generated clip", ["bench/latency.py", "--deface", "--backend", "all"], None),
-    ("latency, generated clip, fast model", ["bench/latency.py", "--model", "fast", "--name", "latency_fast"], None),
+    ("latency, generated clip, render every 2", ["bench/latency.py", "--deface", "--render-every", "2", "--name",
+                                                 "latency_render2"], None),
     ("latency, shared clip", ["bench/latency.py", "--clip", str(CLIP), "--deface", "--name",
                               "latency_liveportrait_d12"], CLIP),
-    ("backends", ["bench/backends.py"], None),
+    ("latency, dim shared clip", ["bench/latency.py", "--clip", str(DIM), "--deface", "--name",
+                                  "latency_liveportrait_d20"], DIM),
+    ("every shared clip", ["bench/clips.py"], SHARED / "videos"),
     ("RTSP latency", ["bench/rtsp_latency.py", "--seconds", "30"], None),
-    ("recovery round trips", ["bench/recovery.py"], None),
+    ("recovery round trips", ["bench/recovery.py", "--modes", "diffusion,faithful (default),exact"], None),
     ("recognizer face box", ["bench/recognizer.py"], SHARED / "faces" / "manifest.tsv"),
 ]
 

@@ -99,6 +99,9 @@ def main() -> int:
     ids, det = DlibIdentityEncoder(), Detector(0.5, max_side=256)
     y0, y1, x0, x1 = BOX
     rows, grid, t_prot = [], [], []
+    faces_dir = SHARED / "faces"  # the training photos' dlib codes: is a fake face anybody's we trained on?
+    split = [r.split("\t")[3] for r in (faces_dir / "manifest.tsv").read_text().splitlines()[1:]]
+    train_codes = np.load(faces_dir / "dlib_descriptors.npy")[np.array(split) == "train"]
     for n, (crop, lms) in enumerate(eval_crops(args.limit)):
         x = ffhq_crop(crop, lms, model.cfg.resolution)[None]
         code = ids(crop[None])
@@ -117,7 +120,8 @@ def main() -> int:
         rows.append({"dlib_to_original": float(np.linalg.norm(e1 - e0)), "seeds_apart": float(np.linalg.norm(e1 - e2)),
                      "detected": bool(found), "mid": mid, "high": high,
                      "recovered_psnr": psnr(crop[y0:y1, x0:x1], rec[y0:y1, x0:x1]),
-                     "recovered_dlib": float(np.linalg.norm(ids(rec[None])[0] - e0))})
+                     "recovered_dlib": float(np.linalg.norm(ids(rec[None])[0] - e0)),
+                     "nearest_training_photo": float(np.linalg.norm(train_codes - e1, axis=1).min())})
         if len(grid) < 8:
             grid.append(np.concatenate([crop, recon, f1, f2, rec], 1))
     d = {k: np.array([r[k] for r in rows], np.float64) for k in rows[0]}
@@ -129,6 +133,8 @@ def main() -> int:
            "high_ratio_median": float(np.median(d["high"])),
            "recovered_psnr_median": float(np.median(d["recovered_psnr"])),
            "recovered_within_0.6": float(np.mean(d["recovered_dlib"] < 0.6)),
+           "nearest_training_photo_median": float(np.median(d["nearest_training_photo"])),
+           "within_0.6_of_a_training_photo": float(np.mean(d["nearest_training_photo"] < 0.6)),
            "seconds_per_face_protect_with_keys": float(np.median(t_prot))}
     out = {"machine": machine(), "command": "python bench/style_report.py " + " ".join(sys.argv[1:]), "backend": used,
            "sampling": s.__dict__, "results": res}

@@ -54,8 +54,10 @@ def read_frames(clip: str | Path, limit: int | None = None) -> tuple[list[np.nda
 def run_difp(frames: list, fps: float, model, backend: str = "auto", steps: int | None = None,
              protect_every: int = 4, detect_every: int = 1, keys: bool = True, every: int = 5,
              strip_index: int | None = None, faces: _Faces | None = None,
-             decode_ms: float = 0.0, render_every: int = 1) -> tuple[dict, list, np.ndarray | None]:
-    """Protect ``frames`` as the CLI does; returns (figures, protected frames, recovered frame at strip_index)."""
+             decode_ms: float = 0.0, render_every: int = 1,
+             faces_out: list | None = None) -> tuple[dict, list, np.ndarray | None]:
+    """Protect ``frames`` as the CLI does; returns (figures, protected frames, recovered frame at strip_index);
+    ``faces_out`` (optional) receives each frame's faces as (track id, box, landmarks)."""
     from .difp import Protector
     from .difp.identity import DlibIdentityEncoder
     from .pipeline import FaceProtector, FaceRecoverer, PipelineConfig
@@ -74,6 +76,8 @@ def run_difp(frames: list, fps: float, model, backend: str = "auto", steps: int 
         outs.append(fp.process(i, f))
         per_frame.append((time.perf_counter() - t) * 1000)
         tracks.append(list(fp.last_faces))
+    if faces_out is not None:
+        faces_out.extend(tracks)
     enc_ms = _encode_ms(outs, fps)
     stages = {"decode": [decode_ms], **fp.timings.ms, "encode": [enc_ms]}
     total = decode_ms + float(np.mean(per_frame)) + enc_ms
@@ -252,8 +256,16 @@ def run(clip: str | Path, out_dir: str | Path, name: str = "bench", model=None, 
                       "detect_every": detect_every, "frames": len(fr)}}
     from .runtime import available
 
-    names = [b for b, why in available().items() if why is None] if backend == "all" else [backend]
-    names.sort(key=lambda b: b != "onnxruntime")  # the CPU default first: it makes the figures
+    avail = {b for b, why in available().items() if why is None}
+    if getattr(model.cfg, "kind", "") == "stylespace":  # its runtimes: OpenVINO (the CPU default), ONNX Runtime, torch
+        import importlib.util
+
+        avail = ({"openvino"} if importlib.util.find_spec("openvino") else set()) | (avail & {"onnxruntime", "torch"})
+        first = "openvino" if "openvino" in avail else "onnxruntime"
+    else:
+        first = "onnxruntime"
+    names = sorted(avail) if backend == "all" else [backend]
+    names.sort(key=lambda b: b != first)  # the CPU default first: it makes the figures
     r["difp"], outs, recovered = run_difp(fr, fps, model, names[0], steps, protect_every, detect_every, keys, every,
                                           strip_i, fc, decode_ms, render_every)
     if len(names) > 1:  # the whole pipeline once per runtime backend, same clip, same run
