@@ -6,7 +6,7 @@
    style_model_grid.png, style_model_inframe.png);
 2. the generator's renders and the style encoder on each runtime (bench/generator.py: generator.md/json);
 3. latency, privacy, flicker and deface side by side on a generated 640x480 clip and on two shared clips
-   (bench/latency.py: latency*.md/json, *_strip.png, *_stages.png), and with --render-every 2;
+   (bench/latency.py: latency*.md/json, *_strip.png, *_stages.png), and with --render-every 1;
 4. the pipeline on every shared clip: fail-closed share, one fake person per track, flicker (bench/clips.py:
    clips.md/json, clips_strip_*.png);
 5. live RTSP latency (bench/rtsp_latency.py: rtsp.md/json; needs the GStreamer RTSP server);
@@ -29,8 +29,8 @@ STEPS = [
     ("model report", ["bench/style_report.py", "--limit", "100"], SHARED / "faces" / "manifest.tsv"),
     ("generator", ["bench/generator.py", "--reps", "2"], SHARED / "faces" / "manifest.tsv"),
     ("latency, generated clip", ["bench/latency.py", "--deface", "--backend", "all"], None),
-    ("latency, generated clip, render every 2", ["bench/latency.py", "--deface", "--render-every", "2", "--name",
-                                                 "latency_render2"], None),
+    ("latency, generated clip, render every frame", ["bench/latency.py", "--render-every", "1", "--name",
+                                                     "latency_render1"], None),
     ("latency, shared clip", ["bench/latency.py", "--clip", str(CLIP), "--deface", "--name",
                               "latency_liveportrait_d12"], CLIP),
     ("latency, dim shared clip", ["bench/latency.py", "--clip", str(DIM), "--deface", "--name",

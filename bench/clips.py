@@ -46,7 +46,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=50)
     ap.add_argument("--model", default=None)
-    ap.add_argument("--render-every", type=int, default=1)
+    ap.add_argument("--render-every", type=int, default=2)
     ap.add_argument("--name", default="clips")
     args = ap.parse_args()
     clips = sorted((SHARED / "videos").glob("*.mp4"))

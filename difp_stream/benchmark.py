@@ -54,7 +54,7 @@ def read_frames(clip: str | Path, limit: int | None = None) -> tuple[list[np.nda
 def run_difp(frames: list, fps: float, model, backend: str = "auto", steps: int | None = None,
              protect_every: int = 4, detect_every: int = 1, keys: bool = True, every: int = 5,
              strip_index: int | None = None, faces: _Faces | None = None,
-             decode_ms: float = 0.0, render_every: int = 1,
+             decode_ms: float = 0.0, render_every: int = 2,
              faces_out: list | None = None) -> tuple[dict, list, np.ndarray | None]:
     """Protect ``frames`` as the CLI does; returns (figures, protected frames, recovered frame at strip_index);
     ``faces_out`` (optional) receives each frame's faces as (track id, box, landmarks)."""
@@ -235,7 +235,7 @@ def markdown(r: dict, command: str) -> str:
 def run(clip: str | Path, out_dir: str | Path, name: str = "bench", model=None, frames: int = 100,
         deface: bool = True, backend: str = "auto", steps: int | None = None, protect_every: int = 4,
         detect_every: int = 1, keys: bool = True, every: int = 5, command: str = "", label: str | None = None,
-        render_every: int = 1) -> dict:
+        render_every: int = 2) -> dict:
     """Everything for one clip; writes NAME.json, NAME.md, NAME_strip.png and NAME_stages.png into ``out_dir``."""
     from .difp import load_default
 

@@ -111,8 +111,9 @@ class KeyRouter:
 
 
 def run_live(source: LiveSource, fp: FaceProtector, sinks: list, cfg: LiveConfig | None = None,
-             keys: KeyRouter | None = None, stats_json=None, log=None) -> dict:
-    """Filter ``source`` into ``sinks`` until the source ends, ``duration`` passes or Ctrl-C. Returns the final stats.
+             keys: KeyRouter | None = None, stats_json=None, log=None, stop=None, on_stats=None) -> dict:
+    """Filter ``source`` into ``sinks`` until the source ends, ``duration`` passes, Ctrl-C or ``stop`` (a
+    ``threading.Event``) is set. Returns the final stats; ``on_stats`` (optional) gets every stats snapshot.
     Raises the source's error (after closing the outputs) when it gave up reconnecting."""
     cfg = cfg or LiveConfig()
     log = log or _log.info
@@ -124,7 +125,7 @@ def run_live(source: LiveSource, fp: FaceProtector, sinks: list, cfg: LiveConfig
     file_sinks = [s for s in sinks if isinstance(s, FileSink)]
     try:
         while True:
-            if cfg.duration and time.monotonic() - stats.t0 >= cfg.duration:
+            if cfg.duration and time.monotonic() - stats.t0 >= cfg.duration or stop is not None and stop.is_set():
                 break
             lf = source.get(timeout=0.2)
             if lf is None:
@@ -158,6 +159,8 @@ def run_live(source: LiveSource, fp: FaceProtector, sinks: list, cfg: LiveConfig
             if cfg.stats_every and time.monotonic() - last_print >= cfg.stats_every:
                 snap = stats.snapshot(source, fp, sinks, in_times)
                 log(format_stats(snap))
+                if on_stats is not None:
+                    on_stats(snap)
                 if stats_json is not None:
                     stats_json.write(json.dumps(snap) + "\n")
                     stats_json.flush()
@@ -169,6 +172,8 @@ def run_live(source: LiveSource, fp: FaceProtector, sinks: list, cfg: LiveConfig
         for s in sinks:
             s.close()
     final = {**stats.snapshot(source, fp, sinks, in_times, final=True), "final": True}
+    if on_stats is not None:
+        on_stats(final)
     if stats_json is not None:
         stats_json.write(json.dumps(final) + "\n")
         stats_json.flush()

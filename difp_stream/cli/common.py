@@ -206,7 +206,7 @@ def pipeline_cfg(args, keys: bool):
     return PipelineConfig(seed=args.seed, detect_every=args.detect_every, threshold=args.threshold,
                           detect_size=args.detect_size, max_misses=args.max_misses, keys=keys,
                           protect_every=args.protect_every, carry_cutoff=args.carry_cutoff,
-                          render_every=args.render_every, max_render=args.max_render,
+                          render_every=args.render_every, max_render=args.max_render, check_every=args.check_every,
                           pixels_quality=args.faithful_quality if args.recovery == "faithful" else 0,
                           skip_below=args.skip_below, verify_distance=args.verify_distance, min_difp=args.min_difp,
                           exact=args.recovery in ("exact", "faithful"), verify_every=args.verify == "every")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from .common import (EXIT_OK, check_key_path, expected, fail, key_shapes, load_model, make_protector, pipeline_cfg,
@@ -11,7 +12,9 @@ from .common import (EXIT_OK, check_key_path, expected, fail, key_shapes, load_m
 from .protect import stop_on_sigterm
 
 
-def cmd_live(args) -> int:
+def cmd_live(args, protector=None, stop=None, on_stats=None) -> int:
+    """``protector`` (optional): what the pipeline calls instead of a local model (``serve``: the shared model
+    service); ``stop``: a ``threading.Event`` that ends the run like Ctrl-C; ``on_stats``: gets each stats snapshot."""
     from ..files import Staged
     from ..video.source import is_rtsp
 
@@ -23,7 +26,7 @@ def cmd_live(args) -> int:
         _check_outputs(args, files)
         sign_key = signer(args) if files and not args.no_keys else None
         model, device = load_model(args)
-        protector = make_protector(args, model, device, sampling(args, model))
+        protector = protector or make_protector(args, model, device, sampling(args, model))
         keys = not args.no_keys and bool(files)
         if not args.no_keys and not files:
             print("note: RTSP output only: no recovery keys are written (add a file output to keep them)",
@@ -33,7 +36,7 @@ def cmd_live(args) -> int:
         fp, source, sinks = _connect(args, protector, rtsp_out, files, router)
         if args.stats_json:
             stats_file = sys.stdout if args.stats_json == "-" else open(args.stats_json, "a")
-        _run(args, fp, source, sinks, keys, router, stats_file)
+        _run(args, fp, source, sinks, keys, router, stats_file, stop, on_stats)
         return EXIT_OK
     except expected() as e:
         if router is None or not router.files:  # the secret stays while any key file needs it
@@ -102,7 +105,8 @@ def _connect(args, protector, rtsp_out, files, router):
     opts = SourceOptions(transport=args.rtsp_transport, timeout=args.timeout, retries=args.retries,
                          retry_delay=args.retry_delay, realtime=args.live)
     source = LiveSource(args.input, opts, log=lambda m: print(f"warning: {m}", file=sys.stderr)).start()
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    if threading.current_thread() is threading.main_thread():  # (a `serve` camera runs in a worker's thread)
+        signal.signal(signal.SIGTERM, stop_on_sigterm)
     while not source.connected.wait(0.2):
         if source.done.is_set():
             raise source.error or InputError(f"{redact(args.input)}: no video frames")
@@ -124,7 +128,7 @@ def _connect(args, protector, rtsp_out, files, router):
     return fp, source, sinks
 
 
-def _run(args, fp, source, sinks, keys: bool, router, stats_file) -> None:
+def _run(args, fp, source, sinks, keys: bool, router, stats_file, stop=None, on_stats=None) -> None:
     from ..errors import redact
     from ..realtime import LiveConfig, format_stats, run_live
     from ..video.sinks import FileSink
@@ -133,7 +137,8 @@ def _run(args, fp, source, sinks, keys: bool, router, stats_file) -> None:
     print(f"live: {redact(args.input)} {size[0]}x{size[1]} @ {float(fps):.1f} fps -> "
           f"{', '.join(map(redact, args.output))}" + ("" if keys else "; no keys (irreversible)"), file=sys.stderr)
     final = run_live(source, fp, sinks, LiveConfig(args.max_latency_ms, args.stats_every, args.duration),
-                     keys=router, stats_json=stats_file, log=lambda m: print(m, file=sys.stderr))
+                     keys=router, stats_json=stats_file, log=lambda m: print(m, file=sys.stderr), stop=stop,
+                     on_stats=on_stats)
     print(format_stats(final), file=sys.stderr)
     written = [str(p) for s in sinks if isinstance(s, FileSink) for p in s.files]
     if written:

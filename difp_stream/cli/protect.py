@@ -69,6 +69,9 @@ def _face_args(p: argparse.ArgumentParser, c) -> None:
     f.add_argument("--render-every", type=num(int, 1, 100), default=c.render_every, metavar="N",
                    help="photoreal model: render carried frames every N frames, warp the last face between "
                         f"(faster; expression updates every N frames; default: {c.render_every})")
+    f.add_argument("--check-every", type=num(int, 1, 1000), default=c.check_every, metavar="N",
+                   help="photoreal model (one DIFP run per track, then carried): check the carried fake face against "
+                        f"the person every N frames (default: {c.check_every})")
     f.add_argument("--max-render", type=int, choices=[128, 256, 512, 1024], default=c.max_render,
                    help="photoreal model: faces are rendered at their size in the frame, up to this many pixels "
                         f"(default: {c.max_render})")

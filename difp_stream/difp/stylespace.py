@@ -230,6 +230,11 @@ class StyleDIFP(nn.Module):
         m = torch.stack([self.pinned(float(g), k) for g in g_rea]).to(z.device)
         return torch.where(m[:, :, None], ref, z)
 
+    # a track's fake person is its first DIFP result's offset from the original in W+, carried to every later frame
+    # exactly; a fresh DIFP run at a later keyframe would draw another person (measured: the same fake in 16% of
+    # checked frames with a run every 4th frame), so later keyframes only check the carried face
+    rekey = False
+
     def carry_delta(self, delta: torch.Tensor, cutoff: int) -> torch.Tensor:
         """A carried frame takes all of the original's change since the keyframe (pose, expression, light: the
         encoder reads them from the frame); the fake's own difference from the original stays the keyframe's."""

@@ -23,8 +23,10 @@ class PipelineConfig:
     max_yaw: float = 0.3  # nose offset from the eyes' midpoint / eye distance above which a face is blurred instead
     protect_every: int = 4  # full DIFP run per track every N frames; frames between are carried (Protector.carry)
     carry_cutoff: int = 8  # latent low-pass size of the motion carried between keyframes
-    render_every: int = 1  # a style-space model: carried frames are rendered every N frames; between, the last face
+    render_every: int = 2  # a style-space model: carried frames are rendered every N frames; between, the last face
     #                        is warped to the new position (pose follows; expression updates every N frames)
+    check_every: int = 8  # a style-space model (one DIFP run per track, then carried): its carried face is checked
+    #                       against the person every N frames
     max_render: int = 512  # a style-space model renders each face at its size in the frame, up to this (128-1024)
     verify_distance: float = 0.7  # a fake face must be this far (dlib L2) from the original (0.6: same person) ...
     verify_tries: int = 2  # ... else up to this many other fake identities are tried (verify_distance 0: no check)

@@ -175,6 +175,7 @@ class FaceProtector:
             results, plan = self._plan(index, states, crops)
             self._keyframes(index, frame, todo, states, crops, results, plan.full)
             self._carried(index, todo, states, crops, results, plan.carried)
+            self._checks(index, frame, todo, states, crops, results, plan.carried)
         except Exception as e:  # fail closed: nothing passes through unprotected
             self._warn_once(f"protect:{type(e).__name__}", f"protection failed ({type(e).__name__}: {e}); "
                             "faces are covered by a blur instead")
@@ -226,7 +227,8 @@ class FaceProtector:
         self.stats.skipped += len(plan.same)
         every = max(1, self.cfg.protect_every)
         rest = [k for k in range(len(states)) if k not in plan.same]
-        plan.full = [k for k in rest if states[k].key is None or index - states[k].key.index >= every]
+        rekey = getattr(self.p.model, "rekey", True)  # a style-space model keeps its first keyframe (see there)
+        plan.full = [k for k in rest if states[k].key is None or rekey and index - states[k].key.index >= every]
         plan.carried = [k for k in rest if k not in plan.full]
         return results, plan
 
@@ -267,7 +269,7 @@ class FaceProtector:
         """Between keyframes the fake face follows the original's motion (one VAE round trip, or encode and render,
         per face); with ``render_every`` N > 1, frames off the N-grid reuse the track's last face (warped into place
         when pasted) and only their keys are computed."""
-        every = max(1, self.cfg.render_every)
+        every = max(1, self.cfg.render_every) if self.framing == "ffhq" else 1  # (a style-space model's option)
         held = [k for k in carried if every > 1 and (index - states[k].key.index) % every
                 and states[k].last is not None]
         for ks, render in (([k for k in carried if k not in held], True), (held, False)):
@@ -284,7 +286,26 @@ class FaceProtector:
                                  key_crops=None if crops.key is None else crops.key[ks], render=render)
             for i, k in enumerate(ks):
                 crop = r.crops[i] if render else states[k].last.crop
-                results[k] = FaceResult(crop, r.keys[i] if r.keys else None)
+                results[k] = FaceResult(crop, r.keys[i] if r.keys else None, source=r.latents[i:i + 1])
+
+    def _checks(self, index, frame, todo, states, crops: Crops, results: list, carried: list) -> None:
+        """A model that keeps its first keyframe: every ``check_every`` frames a carried face is checked against
+        the person as a keyframe's would be; a redraw (a new DIFP run) becomes the track's keyframe from here on."""
+        if getattr(self.p.model, "rekey", True) or not self.check.on or not self.cfg.verify_every:
+            return
+        every = max(1, self.cfg.check_every)
+        for k in carried:
+            st, res = states[k], results[k]
+            if index - max(st.checked, st.key.index) < every or res is None or res.source is None:
+                continue
+            st.checked = index
+            put = (lambda patch, crop, mm=todo[k][2]: self._put(patch, frame, crop, mm))
+            with self.timings("check carried"):
+                best = self.check.check(st, res, frame, todo[k][1], put, crops.model[k], crops.c128[k],
+                                        None if crops.key is None else crops.key[k:k + 1])
+            if best is not res and best.latent is not None:  # a redrawn fake person: the track's keyframe now
+                st.key = Keyframe(index, res.source, best.latent)
+                results[k] = best
 
     def _paste(self, index, frame, out, todo, states, crops: Crops, results: list, plan: Plan) -> None:
         res = self.p.resolution

@@ -22,6 +22,7 @@ class FaceResult:
     key: object = None  # FaceKey | None
     surrogate: np.ndarray | None = None
     latent: torch.Tensor | None = None  # [1, C, h, w]
+    source: torch.Tensor | None = None  # a carried result: the original's latent in its frame (z0)
 
 
 @dataclass
@@ -42,6 +43,7 @@ class TrackState:
     seen_codes: list = field(default_factory=list)  # the original's codes at verified keyframes (newest last)
     weak: bool = False  # the last keyframe's fake face still matched the original: blurred until a keyframe passes
     key: Keyframe | None = None
+    checked: int = -1  # frame of the last identity check of a carried face (models that keep their first keyframe)
     last: FaceResult | None = None  # the last result pasted (reused when time runs out, or the face is still)
     last_input: np.ndarray | None = None  # the original crop that produced it (int16, for the similarity skip)
 

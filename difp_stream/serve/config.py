@@ -1,0 +1,188 @@
+"""`difp-stream serve CONFIG`: the TOML file, read and checked before anything starts. Every problem names its key.
+
+    [model]                       # the shared face model service
+    name = "default"              # or a model folder
+    backend = "auto"
+    batch = 8                     # most faces per model call (faces from every camera)
+    wait_ms = 10                  # how long a batch waits to fill
+    replicas = 1                  # model replicas (one per GPU, or a CPU pool)
+    cpus = 1                      # CPUs per replica (Ray resources); gpus = 0
+    threads = 0                   # intra-op threads per replica (0: the runtime's default)
+
+    [serve]
+    stats_seconds = 5             # status file and metrics refresh
+    status_file = "serve.status.json"   # relative to the config file; `difp-stream serve CONFIG --status` reads it
+
+    [defaults]                    # options for every camera (any `difp-stream URL OUTPUT` option, as key = value)
+    recipient = "auditor.pub"
+    segment_seconds = 600
+
+    [[camera]]
+    name = "lobby"
+    input = "rtsp://cam-lobby/stream"
+    outputs = ["rtsp://relay/publish/lobby", "/data/lobby_%Y%m%d_%H%M%S.mp4"]
+    cpus = 1                      # CPUs per camera worker
+    seed = 3                      # per-camera options override [defaults]
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UsageError
+
+MODEL_KEYS = {"name": str, "backend": str, "batch": int, "wait_ms": (int, float), "replicas": int, "cpus": (int, float),
+              "gpus": (int, float), "threads": int, "sampling": dict}
+SERVE_KEYS = {"stats_seconds": (int, float), "status_file": str}
+CAMERA_KEYS = {"name": str, "input": str, "outputs": list, "cpus": (int, float)}
+NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+@dataclass
+class ModelSpec:
+    name: str = "default"
+    backend: str = "auto"
+    batch: int = 8
+    wait_ms: float = 10.0
+    replicas: int = 1
+    cpus: float = 1.0
+    gpus: float = 0.0
+    threads: int = 0
+    sampling: dict = field(default_factory=dict)
+
+
+@dataclass
+class Camera:
+    name: str
+    input: str
+    outputs: list[str]
+    options: dict  # option name (underscores) -> value, [defaults] merged
+    cpus: float = 1.0
+
+    def argv(self) -> list[str]:
+        """The camera as a `difp-stream INPUT OUTPUT... --option value` command line (parsed by the same parser,
+        so every option keeps its range checks)."""
+        args = [self.input, *self.outputs]
+        for k, v in self.options.items():
+            flag = "--" + k.replace("_", "-")
+            if v is True:
+                args.append(flag)
+            elif v is not False:
+                args += [flag, str(v)]
+        return args
+
+
+@dataclass
+class ServeConfig:
+    path: Path
+    model: ModelSpec
+    cameras: list[Camera]
+    stats_seconds: float = 5.0
+    status_file: Path | None = None
+
+
+def _typed(where: str, d: dict, allowed: dict) -> dict:
+    for k, v in d.items():
+        if k not in allowed:
+            raise UsageError(f"{where}.{k}: unknown key (known: {', '.join(sorted(allowed))})")
+        if not isinstance(v, allowed[k]) or isinstance(v, bool) and allowed[k] is not bool:
+            raise UsageError(f"{where}.{k}: expected {_kind(allowed[k])}, got {v!r}")
+    return d
+
+
+def _kind(t) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", list: "a list", dict: "a table"}
+    return " or ".join(names[x] for x in (t if isinstance(t, tuple) else (t,)))
+
+
+def _options(where: str, d: dict) -> dict:
+    """Camera options are `difp-stream` options; each is checked against its parser (name and value)."""
+    from ..cli.protect import protect_parser
+
+    known = {a.dest: a for a in protect_parser()._actions if a.option_strings}
+    for k, v in d.items():
+        if k not in known or k in ("input", "output", "help", "overwrite"):
+            raise UsageError(f"{where}.{k}: not a camera option (see `difp-stream -h`)")
+        if isinstance(v, (dict, list)):
+            raise UsageError(f"{where}.{k}: expected a single value, got {v!r}")
+    return d
+
+
+def parse_camera(cam: Camera, where: str = "camera"):
+    """The camera's command line through `difp-stream`'s own parser: its options' names and ranges are checked."""
+    import contextlib
+    import io
+
+    from ..cli.protect import protect_parser
+
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            return protect_parser().parse_args(cam.argv())
+    except SystemExit:
+        msg = err.getvalue().strip().splitlines()[-1] if err.getvalue().strip() else "bad options"
+        raise UsageError(f"{where} ({cam.name}): {msg.split(': error: ')[-1]}") from None
+
+
+def load(path: str | Path) -> ServeConfig:
+    """Read and check ``path``; a :class:`UsageError` (exit 2) names the first problem, before anything starts."""
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"config {p} not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"config {p}: not valid TOML ({e})") from None
+    for k in raw:
+        if k not in ("model", "serve", "defaults", "camera"):
+            raise UsageError(f"{k}: unknown section (known: model, serve, defaults, camera)")
+    model = ModelSpec(**_typed("model", dict(raw.get("model", {})), MODEL_KEYS))
+    for k, lo in (("batch", 1), ("replicas", 1)):
+        if getattr(model, k) < lo:
+            raise UsageError(f"model.{k}: must be at least {lo}, got {getattr(model, k)}")
+    if model.wait_ms < 0 or model.cpus < 0 or model.gpus < 0:
+        raise UsageError("model.wait_ms, model.cpus and model.gpus cannot be negative")
+    serve = _typed("serve", dict(raw.get("serve", {})), SERVE_KEYS)
+    defaults = _options("defaults", dict(raw.get("defaults", {})))
+    cams = raw.get("camera", [])
+    if not isinstance(cams, list) or not cams:
+        raise UsageError("camera: at least one [[camera]] table is needed")
+    cameras, names = [], set()
+    for i, c in enumerate(cams):
+        where = f"camera[{i}]"
+        for k in ("name", "input", "outputs"):
+            if k not in c:
+                raise UsageError(f"{where}.{k}: missing")
+        own = {k: v for k, v in c.items() if k in CAMERA_KEYS}
+        _typed(where, own, CAMERA_KEYS)
+        opts = _options(where, {k: v for k, v in c.items() if k not in CAMERA_KEYS})
+        if not NAME.match(c["name"]) or c["name"] in names:
+            raise UsageError(f"{where}.name: {c['name']!r} must be unique, 1-64 letters, digits, '_', '-' or '.'")
+        names.add(c["name"])
+        outs = c["outputs"]
+        if not outs or not all(isinstance(o, str) and o for o in outs):
+            raise UsageError(f"{where}.outputs: a list of RTSP URLs and/or one file pattern")
+        merged = {**defaults, **opts}
+        files = [o for o in outs if "://" not in o]
+        if len(files) > 1:
+            raise UsageError(f"{where}.outputs: one file pattern at most")
+        if files and "%" not in files[0]:  # a restarted worker starts a new file: names must not collide
+            raise UsageError(f"{where}.outputs: {files[0]!r} must be a time pattern (e.g. lobby_%Y%m%d_%H%M%S.mp4): "
+                             "a camera writes segments, and a restarted worker starts a new one")
+        if files and not Path(files[0]).expanduser().parent.is_dir():
+            raise UsageError(f"{where}.outputs: folder {Path(files[0]).parent} does not exist")
+        if files and not merged.get("segment_seconds"):
+            merged["segment_seconds"] = 600
+        if merged.get("recipient") and not Path(merged["recipient"]).expanduser().is_file():
+            raise UsageError(f"{where}.recipient: {merged['recipient']} not found")
+        if files and not merged.get("recipient") and not merged.get("no_keys"):
+            raise UsageError(f"{where}.recipient: a camera that writes files needs the public key its recovery keys "
+                             "are sealed to (or no_keys = true)")
+        cam = Camera(c["name"], c["input"], list(outs), merged, float(c.get("cpus", 1.0)))
+        parse_camera(cam, where)
+        cameras.append(cam)
+    status = serve.get("status_file", f"{p.name}.status.json")
+    return ServeConfig(p, model, cameras, float(serve.get("stats_seconds", 5.0)),
+                       (p.parent / status).resolve())

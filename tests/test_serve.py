@@ -1,0 +1,131 @@
+"""`difp-stream serve`: many cameras on a local Ray instance. Three simulated cameras (the GStreamer relay of the RTSP
+tests) go through one model service into three outputs, faces protected; a camera worker killed mid-stream is
+restarted by Ray and its output continues; a bad config fails before anything starts, naming the problem."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from difp_stream.cli import main
+from tests.rtsp import Publisher, Relay, relay_available
+
+ray = pytest.importorskip("ray")
+
+
+def _config(path: Path, body: str) -> Path:
+    path.write_text(body)
+    return path
+
+
+def _rc(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as e:  # usage errors leave like argparse's own
+        return e.code
+
+
+def test_bad_configs_fail_before_anything_starts_naming_the_problem(tmp_path, capsys):
+    pub = tmp_path / "a.pub"
+    pub.write_text("x")
+    cam = f'[[camera]]\nname = "a"\ninput = "rtsp://h/s"\noutputs = ["{tmp_path}/a_%H%M%S.mp4"]\nrecipient = "{pub}"\n'
+    cases = [
+        ("[model]\nbatch = 0\n" + cam, "model.batch: must be at least 1"),
+        ("[model]\nbatchsize = 4\n" + cam, "model.batchsize: unknown key"),
+        ("[model]\nwait_ms = \"fast\"\n" + cam, "model.wait_ms: expected an integer or a number"),
+        ("[modle]\n" + cam, "modle: unknown section"),
+        ("[model]\n", "at least one [[camera]]"),
+        ('[[camera]]\nname = "a"\noutputs = ["rtsp://h/o"]\n', "camera[0].input: missing"),
+        (cam + cam, "camera[1].name: 'a' must be unique"),
+        (cam.replace("_%H%M%S", ""), "must be a time pattern"),
+        (cam.replace(f'recipient = "{pub}"', ""), "camera[0].recipient: a camera that writes files needs"),
+        (cam + "threshold = 7\n", "camera[0] (a): argument --threshold: 7 is out of range"),
+        (cam + "thresold = 0.5\n", "camera[0].thresold: not a camera option"),
+        ("not toml [", "not valid TOML"),
+    ]
+    for i, (body, why) in enumerate(cases):
+        assert _rc(["serve", str(_config(tmp_path / f"c{i}.toml", body))]) == 2, body
+        err = capsys.readouterr().err
+        assert why in err, (why, err)
+    assert not ray.is_initialized()  # nothing started
+    assert main(["serve", str(_config(tmp_path / "ok.toml", cam)), "--check"]) == 0
+    assert main(["serve", str(tmp_path / "ok.toml"), "--status"]) == 1  # not running: says so
+    assert "no status yet" in capsys.readouterr().err
+
+
+def _segments(folder: Path, cam: str) -> list[Path]:
+    return sorted(p for p in folder.glob(f"{cam}_*.mp4") if not p.name.startswith("."))
+
+
+def _frames(paths: list[Path]) -> list:
+    out = []
+    for p in paths:
+        with av.open(str(p)) as c:
+            out += [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    return out
+
+
+@pytest.mark.skipif(relay_available() is not None, reason=str(relay_available()))
+def test_three_cameras_one_model_service_and_a_worker_restarted(tmp_path, model_dir):
+    from difp_stream.keys import KeyReader, generate, load_secret
+    from difp_stream.serve import load, serve
+
+    secret, pub = generate(tmp_path / "auditor")
+    out = tmp_path / "out"
+    out.mkdir()
+    names = ["cam0", "cam1", "cam2"]
+    with Relay(names) as relay:
+        cams = [Publisher(relay.url(n, publish=True), seconds=40).start() for n in names]
+        body = (f'[model]\nname = "{model_dir}"\nbatch = 8\nwait_ms = 20\ncpus = 0.5\n'
+                f'[serve]\nstats_seconds = 1\n[defaults]\nrecipient = "{pub}"\nsegment_seconds = 3\n'
+                f'max_latency_ms = 2000\n')
+        for n in names:
+            body += f'[[camera]]\nname = "{n}"\ninput = "{relay.url(n)}"\noutputs = ["{out}/{n}_%H%M%S.mp4"]\ncpus = 0.5\n'
+        cfg = load(_config(tmp_path / "cams.toml", body))
+        stop, result = threading.Event(), {}
+        t = threading.Thread(target=lambda: result.update(serve(cfg, stop=stop)), daemon=True)
+        try:
+            t.start()
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and not all(_segments(out, n) for n in names):
+                time.sleep(0.5)
+            assert all(_segments(out, n) for n in names), f"no output segments: {list(out.iterdir())}"
+            killed_at = time.time()
+            ray.kill(ray.get_actor("difp-camera-cam1", namespace="difp-stream"), no_restart=False)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not any(p.stat().st_mtime > killed_at + 2
+                                                         for p in _segments(out, "cam1")):
+                time.sleep(0.5)
+            time.sleep(4)
+        finally:
+            stop.set()
+            t.join(150)
+            for c in cams:
+                c.stop()
+            ray.shutdown()
+    status = result["cameras"]
+    assert status["cam1"]["restarts"] >= 1, status
+    after = [p for p in _segments(out, "cam1") if p.stat().st_ctime > killed_at]
+    assert after, "cam1's output did not continue after its worker was killed"
+    model = result["model"][0]
+    assert model["faces"] > 0 and model["largest_batch"] >= 2, model  # faces of several cameras in one batch
+    from difp_stream.metrics import Faces
+    from difp_stream.video.synthetic import astronaut
+
+    fc = Faces()
+    img = astronaut()
+    ref = fc.descriptor(img, fc.det.detect([img])[0][0].landmarks)  # the camera shows the astronaut
+    for n in names:
+        frames = _frames(_segments(out, n))
+        assert len(frames) >= 25, n
+        seen = 0
+        for f in frames[::10]:  # no output face is her (fake faces or the blur)
+            for face in fc.det.detect([f])[0]:
+                seen += 1
+                assert np.linalg.norm(fc.descriptor(f, face.landmarks) - ref) > 0.6, n
+        keys = sorted(out.glob(f"{n}_*.difpkeys"))
+        assert keys and all(KeyReader(k, load_secret(secret)).header for k in keys)
