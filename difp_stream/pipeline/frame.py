@@ -302,7 +302,8 @@ class FaceProtector:
             put = (lambda patch, crop, mm=todo[k][2]: self._put(patch, frame, crop, mm))
             with self.timings("check carried"):
                 best = self.check.check(st, res, frame, todo[k][1], put, crops.model[k], crops.c128[k],
-                                        None if crops.key is None else crops.key[k:k + 1])
+                                        None if crops.key is None else crops.key[k:k + 1],
+                                        need=min(self.cfg.blur_below, self.cfg.verify_distance))
             if best is not res and best.latent is not None:  # a redrawn fake person: the track's keyframe now
                 st.key = Keyframe(index, res.source, best.latent)
                 results[k] = best

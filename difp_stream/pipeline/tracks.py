@@ -98,9 +98,12 @@ class IdentityCheck:
         return seen
 
     def check(self, st: TrackState, result: FaceResult, frame: np.ndarray, m128: np.ndarray, put, crop: np.ndarray,
-              crop128: np.ndarray, key_crop: np.ndarray | None) -> FaceResult:
+              crop128: np.ndarray, key_crop: np.ndarray | None, need: float | None = None) -> FaceResult:
         """The result to keep for this keyframe (maybe a redrawn one); sets ``st.weak`` and, when a redraw replaced
-        a later keyframe's fake person, ``st.surrogate``."""
+        a later keyframe's fake person, ``st.surrogate``. ``need``: the distance that passes without a redraw
+        (default ``verify_distance``; a carried face that already passed once keeps its fake person down to
+        ``blur_below``, so the track's fake does not change for a small move of the distance)."""
+        need = self.cfg.verify_distance if need is None else need
         first = st.surrogate
         if first is not None:  # a later keyframe: this view of the person counts too
             with self.timings("identity"):
@@ -108,7 +111,7 @@ class IdentityCheck:
         look = self.look(frame, m128, put)
         best, d = result, self.distance(look(result.crop), st.looks())
         for j in range(self.cfg.verify_tries):
-            if d >= self.cfg.verify_distance:
+            if d >= need:
                 break
             self.stats.redrawn += 1
             with self.timings("difp"):
