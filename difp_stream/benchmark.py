@@ -66,7 +66,8 @@ def run_difp(frames: list, fps: float, model, backend: str = "auto", steps: int 
     fc = faces or _Faces()
     be, used = select(backend, model, "cpu")
     p = Protector(model, model.cfg.sampling_config(steps=steps), device="cpu", backend=be)
-    cfg = PipelineConfig(keys=keys, protect_every=protect_every, detect_every=detect_every, render_every=render_every)
+    cfg = PipelineConfig(keys=keys, protect_every=protect_every, detect_every=detect_every, render_every=render_every,
+                         exact=keys, pixels_quality=75)  # the command line's default keys (faithful)
     FaceProtector(p, DlibIdentityEncoder(), cfg).process(0, frames[0])  # warm-up (runtime sessions, allocations)
     records: list = []
     fp = FaceProtector(p, DlibIdentityEncoder(), cfg, on_key=records.append)

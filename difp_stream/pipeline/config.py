@@ -25,6 +25,7 @@ class PipelineConfig:
     carry_cutoff: int = 8  # latent low-pass size of the motion carried between keyframes
     render_every: int = 2  # a style-space model: carried frames are rendered every N frames; between, the last face
     #                        is warped to the new position (pose follows; expression updates every N frames)
+    first_margin: float = 0.1  # a style-space model keeps a track's first fake person: it is drawn this much farther
     check_every: int = 8  # a style-space model (one DIFP run per track, then carried): its carried face is checked
     #                       against the person every N frames
     max_render: int = 512  # a style-space model renders each face at its size in the frame, up to this (128-1024)

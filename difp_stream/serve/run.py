@@ -26,20 +26,19 @@ def start(cfg: ServeConfig, address: str | None = None):
     from .cameras import CameraWorker
     from .service import FaceService
 
-    if not ray.is_initialized():
+    if not ray.is_initialized():  # (from the main thread: Ray's processes die with the thread that starts them)
         ray.init(address=address, namespace=NAMESPACE, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
     m = cfg.model
-    Service = ray.remote(FaceService).options(num_cpus=m.cpus, num_gpus=m.gpus, max_restarts=-1,
-                                              max_concurrency=1000)
+    Service = ray.remote(num_cpus=m.cpus, num_gpus=m.gpus, max_restarts=-1, max_concurrency=1000)(FaceService)
     services = [Service.options(name=f"difp-model-{i}").remote(m.name, m.backend, m.batch, m.wait_ms, m.threads,
                                                                   m.sampling, "cuda" if m.gpus else "cpu")
                 for i in range(m.replicas)]
     workers = {}
     for i, c in enumerate(cfg.cameras):
-        Worker = ray.remote(CameraWorker).options(name=f"difp-camera-{c.name}", num_cpus=c.cpus, max_restarts=-1,
-                                                  max_concurrency=4)
-        workers[c.name] = Worker.remote(c.name, c.argv(), services[i % len(services)], m.name)
+        Worker = ray.remote(num_cpus=c.cpus, max_restarts=-1, max_concurrency=4)(CameraWorker)
+        workers[c.name] = Worker.options(name=f"difp-camera-{c.name}").remote(c.name, c.argv(),
+                                                                               services[i % len(services)], m.name)
     return services, workers
 
 
