@@ -77,7 +77,7 @@ def main() -> None:
     lines = [f"# The pipeline on every shared clip (first {args.frames} frames)", "",
              f"`{cmd}` on {machine()}, {time.time() - t0:.0f} s; default settings, keys on.", "",
              "| clip | size | face-frames | blurred: profiles / small or cut / failed closed | blurred, not profiles | "
-             "same fake person | flicker (output / original) | leaks | fps |", "| --- " * 9 + "|"]
+             "same fake person | flicker (output / original) | detail mid / high | leaks | fps |", "| --- " * 10 + "|"]
     for r in rows:
         st, fl = r["identity_stability"], r["flicker"]
         failed = r["blurred"] - r["blurred_profiles"] - r["blurred_small_or_cut"]
@@ -85,7 +85,8 @@ def main() -> None:
             f"| {r['clip']} | {r['size']} | {r['faces']} | {r['blurred_profiles']} / {r['blurred_small_or_cut']} / "
             f"{failed} | {r['blurred_share_not_profile']:.1%} | "
             + (f"{st['same_fake_share']:.0%}" if st["same_fake_share"] is not None else "–") + " | "
-            + (f"{fl['ratio']:.2f}" if fl["ratio"] is not None else "–")
+            + (f"{fl['ratio']:.2f}" if fl["ratio"] is not None else "–") + " | "
+            + (f"{r['detail']['mid']:.2f} / {r['detail']['high']:.2f}" if r["detail"]["mid"] is not None else "–")
             + f" | {r['leaks']} of {r['faces_checked']} | {r['fps']:.2f} |")
     lines += ["", f"All clips: {faces} face-frames, {prof} profiles; blurred among the others: {blurred} "
               f"(**{total['blurred_share_not_profile']:.1%}**)."]

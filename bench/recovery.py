@@ -70,7 +70,7 @@ def main() -> None:
     (out / f"{args.name}.json").write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
     cmd = " ".join(["python bench/recovery.py", *sys.argv[1:]])
     lines = [f"# Recovery round trip on clips (first {args.frames} frames; `{cmd}`)", "",
-             f"{machine()}, {time.time() - t0:.0f} s. Face region = the template's face square mapped into the frame; "
+             f"{machine()}, {time.time() - t0:.0f} s. Face region = the model crop's face part (the template's face square, or the core of the FFHQ face mask) mapped into the frame; "
              "PSNR/SSIM against the original decoded frame, averaged over every face record; the key file (all of it) per "
              "face-second of video.", "",
              "| clip | mode | faces | recovered PSNR | recovered SSIM | re-identified | key KB per face-second | "

@@ -71,6 +71,19 @@ def in_frame(prot, clips: list[str], frame: int = 10, height: int = 360) -> np.n
     return np.concatenate([np.pad(r, ((0, 0), (0, w - r.shape[1]), (0, 0))) for r in rows], 0)
 
 
+def eval_names(limit: int) -> list[tuple[str, str]]:
+    """(identity, file) of the crops ``eval_crops(limit)`` returns, in its order."""
+    rows = [r.split("\t") for r in (SHARED / "faces" / "manifest.tsv").read_text().splitlines()[1:]]
+    return [(r[1], r[0]) for r in rows if r[3] == "eval" and float(r[6]) >= 0.999][:limit]
+
+
+def _other_photos(codes, split, who, manifest, name, code) -> float:
+    """The protected face's distance to the nearest other photo of the same person (nan: none)."""
+    ident, file = name
+    mask = (who == ident) & (np.array([r[0] for r in manifest]) != file)
+    return float(np.linalg.norm(codes[mask] - code, axis=1).min()) if mask.any() else float("nan")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="default", help="'default' (the shipped model) or a style model's folder")
@@ -100,8 +113,11 @@ def main() -> int:
     y0, y1, x0, x1 = BOX
     rows, grid, t_prot = [], [], []
     faces_dir = SHARED / "faces"  # the training photos' dlib codes: is a fake face anybody's we trained on?
-    split = [r.split("\t")[3] for r in (faces_dir / "manifest.tsv").read_text().splitlines()[1:]]
-    train_codes = np.load(faces_dir / "dlib_descriptors.npy")[np.array(split) == "train"]
+    manifest = [r.split("\t") for r in (faces_dir / "manifest.tsv").read_text().splitlines()[1:]]
+    split, who = np.array([r[3] for r in manifest]), np.array([r[1] for r in manifest])
+    all_codes = np.load(faces_dir / "dlib_descriptors.npy")
+    train_codes = all_codes[split == "train"]
+    names = eval_names(args.limit)  # the identity of each eval crop, in eval_crops' order
     for n, (crop, lms) in enumerate(eval_crops(args.limit)):
         x = ffhq_crop(crop, lms, model.cfg.resolution)[None]
         code = ids(crop[None])
@@ -122,7 +138,9 @@ def main() -> int:
                      "recovered_psnr": psnr(crop[y0:y1, x0:x1], rec[y0:y1, x0:x1]),
                      "recovered_dlib": float(np.linalg.norm(ids(rec[None])[0] - e0)),
                      "nearest_training_photo": float(np.linalg.norm(train_codes - e1, axis=1).min()),
-                     "original_nearest_training_photo": float(np.linalg.norm(train_codes - e0, axis=1).min())})
+                     "original_nearest_training_photo": float(np.linalg.norm(train_codes - e0, axis=1).min()),
+                     # against the person's other photos (as the shared data's codes were computed)
+                     "to_other_photos": _other_photos(all_codes, split, who, manifest, names[n], e1)})
         if len(grid) < 8:
             grid.append(np.concatenate([crop, recon, f1, f2, rec], 1))
     d = {k: np.array([r[k] for r in rows], np.float64) for k in rows[0]}
@@ -130,6 +148,8 @@ def main() -> int:
            "dlib_to_original_median": float(np.median(d["dlib_to_original"])),
            "seeds_apart_median": float(np.median(d["seeds_apart"])),
            "seeds_apart_0.55": float(np.mean(d["seeds_apart"] >= 0.55)),
+           "protected_vs_other_photos": float(np.mean(d["to_other_photos"][~np.isnan(d["to_other_photos"])] > 0.6)),
+           "people_with_other_photos": int((~np.isnan(d["to_other_photos"])).sum()),
            "detected": float(np.mean(d["detected"])), "mid_ratio_median": float(np.median(d["mid"])),
            "high_ratio_median": float(np.median(d["high"])),
            "recovered_psnr_median": float(np.median(d["recovered_psnr"])),

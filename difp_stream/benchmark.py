@@ -96,8 +96,28 @@ def run_difp(frames: list, fps: float, model, backend: str = "auto", steps: int 
          "blurred_profiles": fp.stats.profiles, "blurred_small_or_cut": fp.stats.small,
          "blurred_share_not_profile": (fp.stats.obscured - fp.stats.profiles) / max(1, fp.stats.faces - fp.stats.profiles),
          "leaks": leaks, "faces_checked": checked,
-         "identity_stability": identity_stability(outs, tracks, every, fc), "flicker": flicker(frames, outs, tracks)}
+         "identity_stability": identity_stability(outs, tracks, every, fc), "flicker": flicker(frames, outs, tracks),
+         "detail": detail_ratios(frames, outs, tracks, every)}
     return r, outs, recovered
+
+
+def detail_ratios(frames: list, outs: list, tracks: list, every: int) -> dict:
+    """Realism in the frame: mid- and high-band FFT energy of each face box in the output over the original's
+    (``metrics.band_ratios``), every ``every``-th frame, medians (blurred faces included)."""
+    from .metrics import band_ratios
+
+    mids, highs = [], []
+    for i in range(0, len(frames), every):
+        for _tid, box, _lms in tracks[i]:
+            x0, y0, x1, y1 = (int(round(v)) for v in box)
+            x0, y0 = max(0, x0), max(0, y0)
+            if x1 - x0 < 16 or y1 - y0 < 16:
+                continue
+            m, h = band_ratios(frames[i][y0:y1, x0:x1], outs[i][y0:y1, x0:x1])
+            mids.append(m)
+            highs.append(h)
+    return {"faces": len(mids), "mid": float(np.median(mids)) if mids else None,
+            "high": float(np.median(highs)) if highs else None}
 
 
 def _encode_ms(outs: list, fps: float) -> float:
@@ -211,6 +231,10 @@ def markdown(r: dict, command: str) -> str:
         lines.append(f"- identity stability: each track's fake face stays the same person (dlib L2 < 0.6 to its "
                      f"first) in {st['same_fake_share']:.0%} of checked frames; mean L2 to the track's mean "
                      f"{st['mean_l2_to_track_mean']:.2f} ({st['tracks_checked']} tracks)")
+    dt = d.get("detail") or {}
+    if dt.get("mid") is not None:
+        lines.append(f"- detail in the frame (face box, output / original, median of {dt['faces']}): mid band "
+                     f"**{dt['mid']:.2f}**, high band **{dt['high']:.2f}** (goals 0.6-1.5 and <= 2.0)")
     fl = d.get("flicker") or {}
     if fl.get("ratio") is not None:
         lines.append(f"- flicker: consecutive face crops differ by {fl['output_mad']:.2f} (0-255) in the output and "

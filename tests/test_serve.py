@@ -3,6 +3,7 @@ tests) go through one model service into three outputs, faces protected; a camer
 restarted by Ray and its output continues; a bad config fails before anything starts, naming the problem."""
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -70,7 +71,7 @@ def _frames(paths: list[Path]) -> list:
 
 
 @pytest.mark.skipif(relay_available() is not None, reason=str(relay_available()))
-def test_three_cameras_one_model_service_and_a_worker_restarted(tmp_path, model_dir):
+def test_three_cameras_one_model_service_and_a_worker_restarted(tmp_path, model_dir, capsys):
     from difp_stream.keys import KeyReader, generate, load_secret
     from difp_stream.serve import load, serve
 
@@ -117,6 +118,10 @@ def test_three_cameras_one_model_service_and_a_worker_restarted(tmp_path, model_
             ray.shutdown()
     status = result["cameras"]
     assert status["cam1"]["restarts"] >= 1, status
+    assert main(["serve", str(tmp_path / "cams.toml"), "--status"]) == 0  # the status file, as an operator reads it
+    printed = capsys.readouterr().out
+    assert all(f"{n}: " in printed for n in names) and "model replica 0" in printed
+    assert re.search(r"cam1: .*restarts [1-9]", printed), printed
     after = [p for p in _segments(out, "cam1") if p.stat().st_ctime > killed_at]
     assert after, "cam1's output did not continue after its worker was killed"
     model = result["model"][0]

@@ -120,3 +120,30 @@ def test_render_labels_describe_what_a_latent_renders(tmp_path):
     again = render_codes(w, lms)
     assert np.allclose(again[0], render_codes(w[:1], lms[:1])[0], atol=1e-4)  # deterministic
     assert np.linalg.norm(again[0] - again[1]) > 0.3  # two people, two codes
+
+
+def test_pipeline_keeps_one_fake_per_track_renders_every_other_frame_and_keys_every_frame(model):
+    """The frame pipeline with a (tiny) style-space model: one DIFP run for the track, then every frame carried
+    from it (no second run); carried frames rendered every 2nd frame (the others reuse the last face, warped into
+    place) at the face's size in the frame; a key for every frame, with the face region's pixels (faithful)."""
+    import cv2
+
+    from difp_stream.difp.identity import DlibIdentityEncoder
+    from difp_stream.pipeline import FaceProtector, PipelineConfig
+    from difp_stream.video.synthetic import astronaut
+
+    img = astronaut()
+    frames = [cv2.warpAffine(img, np.float32([[1, 0, 3 * i], [0, 1, 2 * i]]), img.shape[1::-1],
+                             borderMode=cv2.BORDER_REFLECT) for i in range(6)]
+    records = []
+    p = Protector(model, model.cfg.sampling_config(steps=2, strength=0.6), device="cpu")
+    fp = FaceProtector(p, DlibIdentityEncoder(), PipelineConfig(keys=True, exact=True, pixels_quality=75,
+                                                                 verify_distance=0.0, skip_below=0.0),
+                       on_key=records.append)
+    outs = [fp.process(i, f) for i, f in enumerate(frames)]
+    assert fp.stats.protected == 6 and fp.stats.carried == 5 and fp.stats.obscured == 0
+    assert len(fp.timings.ms["difp"]) == 1  # one DIFP run for the whole track
+    assert len(fp.timings.ms["carry"]) == 2 and len(fp.timings.ms["carry: keys"]) == 3  # rendered (2, 4) / held
+    assert p.render_size == 256  # the astronaut's FFHQ crop spans ~175 px of the frame
+    assert [r.frame_index for r in records] == list(range(6)) and all(r.exact is not None for r in records)
+    assert all(not np.array_equal(o, f) for o, f in zip(outs, frames))  # every frame's face replaced
