@@ -130,27 +130,26 @@ def match_colour(src: np.ndarray, ref: np.ndarray, weight: np.ndarray) -> np.nda
     return np.clip((s - ms) * gain + mr, 0, 255)
 
 
-def _detail(img: np.ndarray, where: np.ndarray) -> float:
-    grey = cv2.cvtColor(img.astype(np.float32), cv2.COLOR_RGB2GRAY)
-    return float(cv2.Laplacian(grey, cv2.CV_32F)[where].var())
+DETAIL_SIGMAS = (0.6, 0.9, 1.3, 1.8, 2.5, 3.5)
 
 
-DETAIL_SIGMAS = (0.6, 0.9, 1.3, 1.8, 2.5)
+def match_detail(src: np.ndarray, ref: np.ndarray, weight: np.ndarray, tol: float = 1.5) -> np.ndarray:
+    """``src`` (float RGB) softened by the least Gaussian blur that brings its fine detail (the high band's FFT
+    energy, ``metrics.band_energy``, over the box of the mask's core) within ``tol`` of the original ``ref``'s
+    there: a render sharper than the footage around it (a low-resolution, soft or compressed video) would stand
+    out as pasted; a sharper original leaves it as it is."""
+    from ..metrics import band_energy
 
-
-def match_detail(src: np.ndarray, ref: np.ndarray, weight: np.ndarray, tol: float = 1.25) -> np.ndarray:
-    """``src`` (float RGB) softened by the least Gaussian blur that brings its fine detail (Laplacian energy inside
-    the mask's core) within ``tol`` of the original ``ref``'s there: a render sharper than the footage around it (a
-    low-resolution or compressed video) would stand out as pasted; a sharper original leaves it as it is."""
-    where = weight > 0.5
-    if not where.any():
+    ys, xs = np.nonzero(weight > 0.5)
+    if len(xs) < 64:
         return src
-    target = tol * _detail(ref, where)
-    if _detail(src, where) <= target:
+    box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+    target = tol * band_energy(ref[box].astype(np.float32))[1]
+    if band_energy(src[box])[1] <= target:
         return src
     for sigma in DETAIL_SIGMAS:
         soft = cv2.GaussianBlur(src, (0, 0), sigma)
-        if _detail(soft, where) <= target:
+        if band_energy(soft[box])[1] <= target:
             break
     return soft
 
