@@ -28,7 +28,9 @@ DIM = SHARED / "videos" / "liveportrait_d20.mp4"
 STEPS = [
     ("model report", ["bench/style_report.py", "--limit", "100"], SHARED / "faces" / "manifest.tsv"),
     ("generator", ["bench/generator.py", "--reps", "2"], SHARED / "faces" / "manifest.tsv"),
-    ("latency, generated clip", ["bench/latency.py", "--deface", "--backend", "all"], None),
+    ("latency, generated clip", ["bench/latency.py", "--deface"], None),
+    ("latency per backend, generated clip", ["bench/latency.py", "--backend", "all", "--name", "latency_backends"],
+     None),
     ("latency, generated clip, render every frame", ["bench/latency.py", "--render-every", "1", "--name",
                                                      "latency_render1"], None),
     ("latency, shared clip", ["bench/latency.py", "--clip", str(CLIP), "--deface", "--name",

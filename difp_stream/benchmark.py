@@ -110,10 +110,10 @@ def detail_ratios(frames: list, outs: list, tracks: list, every: int) -> dict:
     for i in range(0, len(frames), every):
         for _tid, box, _lms in tracks[i]:
             x0, y0, x1, y1 = (int(round(v)) for v in box)
-            x0, y0 = max(0, x0), max(0, y0)
-            if x1 - x0 < 16 or y1 - y0 < 16:
+            a, b = (f[max(0, y0):max(0, y1), max(0, x0):max(0, x1)] for f in (frames[i], outs[i]))
+            if min(a.shape[:2]) < 16:  # (a box mostly outside the frame)
                 continue
-            m, h = band_ratios(frames[i][y0:y1, x0:x1], outs[i][y0:y1, x0:x1])
+            m, h = band_ratios(a, b)
             mids.append(m)
             highs.append(h)
     return {"faces": len(mids), "mid": float(np.median(mids)) if mids else None,

@@ -135,7 +135,7 @@ class ServiceProtector:
     same ``protect`` / ``carry``, answered by a :class:`FaceService` replica (a Ray actor handle). ``model`` is the
     service's model, loaded here only for its configuration and fingerprint (key file headers)."""
 
-    def __init__(self, service, model, timeout: float = 60.0):
+    def __init__(self, service, model, timeout: float = 120.0):
         self.service, self.model, self.timeout = service, model, timeout
         self.resolution = model.cfg.resolution
         self.key_resolution = self.resolution
