@@ -147,17 +147,22 @@ def match_detail(src: np.ndarray, ref: np.ndarray, weight: np.ndarray, tol: floa
     target = tol * band_energy(ref[box].astype(np.float32))[1]
     if band_energy(src[box])[1] <= target:
         return src
-    for sigma in DETAIL_SIGMAS:
-        soft = cv2.GaussianBlur(src, (0, 0), sigma)
+    lo, hi, best = 0, len(DETAIL_SIGMAS) - 1, None  # the least blur that meets it (bisection: detail falls with sigma)
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        soft = cv2.GaussianBlur(src, (0, 0), DETAIL_SIGMAS[mid])
         if band_energy(soft[box])[1] <= target:
-            break
-    return soft
+            best, hi = soft, mid - 1
+        else:
+            lo = mid + 1
+    return best if best is not None else cv2.GaussianBlur(src, (0, 0), DETAIL_SIGMAS[-1])
 
 
 def paste(frame: np.ndarray, face: np.ndarray, m: np.ndarray, original: np.ndarray | None = None,
-          margin: float = 0.12, mask: np.ndarray | None = None) -> None:
+          margin: float = 0.12, mask: np.ndarray | None = None, detail: bool = True) -> None:
     """Warp the crop ``face`` (aligned by ``m``) back into ``frame`` in place, with a feathered mask (or ``mask``);
-    when the original crop is given, the face's colours and its level of fine detail are matched to it first."""
+    when the original crop is given, the face's colours (and with ``detail``, its level of fine detail) are matched
+    to it first."""
     size = face.shape[0]
     box = roi_of(m, size, frame.shape[:2])
     if box is None:
@@ -171,7 +176,7 @@ def paste(frame: np.ndarray, face: np.ndarray, m: np.ndarray, original: np.ndarr
     warped = cv2.warpAffine(src, inv, dsize, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     alpha = cv2.warpAffine(mask, inv, dsize, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)[..., None]
     roi = frame[y0:y1, x0:x1].astype(np.float32)
-    if original is not None:  # at the frame's scale: the detail a viewer sees there
+    if original is not None and detail:  # at the frame's scale: the detail a viewer sees there
         warped = match_detail(warped, roi, alpha[..., 0])
     frame[y0:y1, x0:x1] = np.clip(roi * (1 - alpha) + warped * alpha + 0.5, 0, 255).astype(np.uint8)
 

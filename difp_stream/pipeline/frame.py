@@ -148,7 +148,8 @@ class FaceProtector:
         m = mm * np.float32(size / 128.0)
         if original is None or original.shape[0] != size:
             original = align.crop(frame, m, size)
-        align.paste(out, crop, m, original, mask=align.framing_mask(self.framing, size))
+        align.paste(out, crop, m, original, mask=align.framing_mask(self.framing, size),
+                    detail=self.framing == "ffhq")  # (a pixel model's VAE output is never sharper than the footage)
 
     def _reuse(self, frame: np.ndarray, out: np.ndarray, todo: list) -> None:
         for t, m128, mm in todo:
