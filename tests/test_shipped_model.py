@@ -82,3 +82,18 @@ def test_cli_default_protects_an_image_and_faithful_keys_bring_it_back(tmp_path)
     restored = cv2.imread(str(back))[:, :, ::-1]
     err = lambda a: np.mean((a.astype(float) - img.astype(float)) ** 2)  # noqa: E731
     assert err(restored) < 0.03 * err(prot)
+
+
+def test_export_writes_the_default_models_graphs(tmp_path):
+    """`difp-stream export` for the default model: the encoder and the renders as ONNX graphs that ONNX Runtime
+    runs (here the 128 px render only, to stay quick)."""
+    import onnxruntime as ort
+
+    from difp_stream.runtime.styles import export_graphs
+
+    model = load_default()
+    paths = export_graphs(model, tmp_path, sizes=(128,))
+    assert [p.parent.name.split("-")[0] for p in paths] == ["encoder128", "gan128"]
+    s = ort.InferenceSession(str(paths[1]), providers=["CPUExecutionProvider"])
+    out = s.run(None, {"x": model.w_mean.numpy()[None].astype(np.float32)})[0]  # the mean style: the mean face
+    assert out.shape == (1, 3, 128, 128) and np.isfinite(out).all() and out.std() > 0.05
