@@ -88,17 +88,23 @@ def framing_transform(framing: str, landmarks: np.ndarray, m128: np.ndarray) -> 
     return ffhq_transform(landmarks, 128).astype(np.float32)
 
 
+def _frame_box(m: np.ndarray, x0: float, y0: float, x1: float, y1: float, shape: tuple[int, int],
+               pad: int) -> tuple[int, int, int, int] | None:
+    """The crop rectangle (x0, y0)-(x1, y1), aligned by ``m``, as a box in the frame, clipped; None if outside."""
+    inv = cv2.invertAffineTransform(m)
+    corners = np.array([[x0, y0, 1], [x1, y0, 1], [x0, y1, 1], [x1, y1, 1]], np.float32) @ inv.T
+    bx0, by0 = np.floor(corners.min(0)).astype(int) - pad
+    bx1, by1 = np.ceil(corners.max(0)).astype(int) + pad
+    h, w = shape
+    bx0, by0, bx1, by1 = max(0, bx0), max(0, by0), min(w, bx1), min(h, by1)
+    if bx1 <= bx0 or by1 <= by0:
+        return None
+    return int(bx0), int(by0), int(bx1), int(by1)
+
+
 def roi_of(m: np.ndarray, size: int, shape: tuple[int, int], pad: int = 2) -> tuple[int, int, int, int] | None:
     """Bounding box (x0, y0, x1, y1) in the frame of the crop square, clipped; None if outside the frame."""
-    inv = cv2.invertAffineTransform(m)
-    corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], np.float32) @ inv.T
-    x0, y0 = np.floor(corners.min(0)).astype(int) - pad
-    x1, y1 = np.ceil(corners.max(0)).astype(int) + pad
-    h, w = shape
-    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
-    if x1 <= x0 or y1 <= y0:
-        return None
-    return int(x0), int(y0), int(x1), int(y1)
+    return _frame_box(m, 0, 0, size, size, shape, pad)
 
 
 def mask_roi(m: np.ndarray, mask: np.ndarray, shape: tuple[int, int], pad: int = 2) -> tuple[int, int, int, int] | None:
@@ -107,16 +113,7 @@ def mask_roi(m: np.ndarray, mask: np.ndarray, shape: tuple[int, int], pad: int =
     ys, xs = np.nonzero(mask > 0)
     if len(xs) == 0:
         return None
-    x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
-    inv = cv2.invertAffineTransform(m)
-    corners = np.array([[x0, y0, 1], [x1, y0, 1], [x0, y1, 1], [x1, y1, 1]], np.float32) @ inv.T
-    fx0, fy0 = np.floor(corners.min(0)).astype(int) - pad
-    fx1, fy1 = np.ceil(corners.max(0)).astype(int) + pad
-    h, w = shape
-    fx0, fy0, fx1, fy1 = max(0, fx0), max(0, fy0), min(w, fx1), min(h, fy1)
-    if fx1 <= fx0 or fy1 <= fy0:
-        return None
-    return int(fx0), int(fy0), int(fx1), int(fy1)
+    return _frame_box(m, xs.min(), ys.min(), xs.max() + 1, ys.max() + 1, shape, pad)
 
 
 def match_colour(src: np.ndarray, ref: np.ndarray, weight: np.ndarray) -> np.ndarray:
