@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import EXIT_OK, num
+from .common import EXIT_OK, UsageError, num
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -191,7 +191,14 @@ def cmd_styles(argv: list[str]) -> int:
     for f in ("width", "depth", "basis_rank"):
         fp.add_argument("--" + f.replace("_", "-"), type=num(int, 1), default=getattr(md, f),
                         help=f"network (default: {getattr(md, f)})")
-    for q in (lp, fp):
+    dp = sub.add_parser("directions", help="fit the expression directions on the generator's own renders "
+                                           "(writes MODEL/directions.npz, which the pipeline drives the fake with)")
+    dp.add_argument("model", nargs="?", default=None,
+                    help="the model folder to write directions.npz into (default: the shipped model's)")
+    dp.add_argument("--count", type=num(int, 50), default=1500, help="random renders measured (default: 1500)")
+    dp.add_argument("--probe", type=num(int, 1), default=10, help="faces each layer range is tried on (default: 10)")
+    dp.add_argument("--seed", type=int, default=0)
+    for q in (lp, fp, dp):
         q.add_argument("--threads", type=num(int, 1), default=None, help="torch CPU threads")
         q.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -201,6 +208,18 @@ def cmd_styles(argv: list[str]) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.action == "directions":
+        from ..difp import default_model_dir
+        from ..difp.expression import DIRECTIONS_FILE
+        from ..train.directions import fit_directions
+
+        folder = Path(args.model) if args.model else default_model_dir()
+        if not folder.is_dir():
+            raise UsageError(f"model folder {folder} does not exist")
+        d = fit_directions(folder / DIRECTIONS_FILE, args.count, args.probe, seed=args.seed,
+                           progress=not args.no_progress)
+        print(f"directions written to {folder / DIRECTIONS_FILE}: {d.report}")
+        return EXIT_OK
     if args.action == "latents":
         print(build_latents(args.faces, args.run, args.split, args.limit, progress=not args.no_progress,
                             labels=args.labels))

@@ -158,6 +158,7 @@ class StyleDIFP(nn.Module):
         self.register_buffer("trained", torch.zeros((), dtype=torch.uint8))
         self._pair = (encoder, generator)  # kept out of the module tree (and out of state_dict)
         self.fast_dec = None
+        self.directions = None  # expression directions (difp/expression.py), from the model's folder
 
     # ---- the pretrained pair (loaded on first use)
     @property
@@ -258,6 +259,9 @@ class StyleDIFP(nn.Module):
         model = cls(StyleModelConfig.from_dict(json.loads((d / CONFIG_FILE).read_text())), encoder, generator)
         model.load_state_dict({k: v.float() if v.is_floating_point() else v
                                for k, v in load_file(str(d / WEIGHTS_FILE)).items()})
+        from .expression import find_directions
+
+        model.directions = find_directions(d)
         return model.to(device).eval()
 
     def fingerprint(self) -> str:

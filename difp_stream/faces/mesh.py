@@ -141,3 +141,10 @@ def feathered(region: np.ndarray, width: float) -> np.ndarray:
     dist = cv2.distanceTransform(region.astype(np.uint8), cv2.DIST_L2, 5)
     ramp = np.clip(dist / max(width, 1e-3), 0, 1)
     return (ramp * ramp * (3 - 2 * ramp)).astype(np.float32)
+
+
+def five_points(points: np.ndarray) -> np.ndarray:
+    """float32 [5, 2]: the detector's five points (eyes' centres, nose tip, mouth corners; image-left first) from one
+    face's mesh, for the 5-point alignment (``align.similarity``)."""
+    p = np.asarray(points, np.float32)[:, :2]
+    return np.stack([(p[33] + p[133]) / 2, (p[362] + p[263]) / 2, p[1], p[61], p[291]])

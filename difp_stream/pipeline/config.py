@@ -24,7 +24,11 @@ class PipelineConfig:
     protect_every: int = 4  # full DIFP run per track every N frames; frames between are carried (Protector.carry)
     carry_cutoff: int = 8  # latent low-pass size of the motion carried between keyframes
     render_every: int = 2  # a style-space model: carried frames are rendered every N frames; between, the last face
-    #                        is warped to the new position (pose follows; expression updates every N frames)
+    #                        is warped to the new position (pose follows; expression updates every N frames). With
+    #                        the expression drive: at most one new render per N frames per face (its atlas between)
+    expression: bool = True  # a style-space model with expression directions: the fake takes the original's
+    #                          expression every frame (face mesh + directions + a per-track atlas of renders)
+    expression_bin: float = 0.35  # atlas bin width, in standard deviations of each measure (smaller: more renders)
     first_margin: float = 0.1  # a style-space model keeps a track's first fake person: it is drawn this much farther
     check_every: int = 8  # a style-space model (one DIFP run per track, then carried): its carried face is checked
     #                       against the person every N frames
@@ -67,6 +71,7 @@ class Stats:
     profiles: int = 0  # of which profiles (turned too far for the frontal alignment)
     small: int = 0  # of which narrower than min_difp, or cut by the frame's edge
     reused: int = 0  # face-frames covered by the track's last protected crop (live mode, out of time)
+    driven: int = 0  # face-frames whose fake took the original's expression (expression drive)
     redrawn: int = 0  # fake identities drawn again because the first was too close to the original
     skipped: int = 0  # face-frames whose crop barely changed: the track's last result was reused (similarity skip)
     tracks: set = field(default_factory=set)

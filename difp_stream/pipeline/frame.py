@@ -2,8 +2,9 @@
 named stages, and anything that fails is covered (fail closed):
 
     detect / track  ->  triage (profiles, tiny and cut faces are blurred)  ->  crops (aligned)  ->  identities
-    ->  plan (similarity skip | DIFP keyframe | carried)  ->  keyframes (DIFP + identity check)  ->  carried
-    ->  paste (+ recovery keys)
+    ->  expressions (face mesh of each original)  ->  plan (similarity skip | DIFP keyframe | carried)
+    ->  keyframes (DIFP + identity check)  ->  carried (expression drive: atlas or render)  ->  checks
+    ->  paste (mesh-region mask, + recovery keys)
 """
 from __future__ import annotations
 
@@ -62,6 +63,17 @@ class FaceProtector:
         self._warned: set[str] = set()
         self.last_faces: list = []
         self._ref: np.ndarray | None = None  # 1/8-scale grey of the last detected frame (detect_every > 1)
+        self.drive = self._make_drive()  # the expression drive (None: a model without expression directions)
+
+    def _make_drive(self):
+        dirs = getattr(self.p.model, "directions", None)
+        if not self.cfg.expression or dirs is None or self.framing != "ffhq":
+            return None
+        from ..difp.expression import Expression
+        from ..faces.mesh import load_mesh
+        from .expression import ExpressionDrive
+
+        return ExpressionDrive(Expression(dirs, self.p.model), load_mesh(), bin_std=self.cfg.expression_bin)
 
     def warmup(self) -> None:
         """Run every stage once on a blank frame (runtime sessions, lazy model loads) so that the first real frames
@@ -72,6 +84,8 @@ class FaceProtector:
         kr = self.p.key_resolution  # keys at a higher resolution: their VAE encode is warmed up too
         self.p.protect(crops, seeds=[0], id_codes=code, keys=self.cfg.keys,
                        key_crops=np.zeros((1, kr, kr, 3), np.uint8))
+        if self.drive is not None:
+            self.drive.mesh(np.zeros((1, 256, 256, 3), np.uint8))
 
     def _warn_once(self, key: str, msg: str) -> None:
         if key not in self._warned:
@@ -141,15 +155,24 @@ class FaceProtector:
         return todo
 
     def _put(self, out: np.ndarray, frame: np.ndarray, crop: np.ndarray, mm: np.ndarray,
-             original: np.ndarray | None = None) -> None:
+             original: np.ndarray | None = None, tid: int | None = None, points: np.ndarray | None = None):
         """Paste a model output ``crop`` (any size) where the transform at 128 ``mm`` says, colour-matched to the
-        original there, through the model's mask (a feathered square, or the face region)."""
+        original there, through the model's mask (a feathered square, or the face region); with the expression
+        drive, the face region of track ``tid``'s original this frame intersected with the fake's own (``points``,
+        its mesh in the crop's pixels). Returns the transform and the mask it pasted through."""
         size = crop.shape[0]
         m = mm * np.float32(size / 128.0)
         if original is None or original.shape[0] != size:
             original = align.crop(frame, m, size)
-        align.paste(out, crop, m, original, mask=align.framing_mask(self.framing, size),
+        mask = None
+        if self.drive is not None and tid is not None:
+            with self.timings("paste mask"):
+                mask = self.drive.mask(self.drive.tracks.get(tid), points, size)
+        if mask is None:
+            mask = align.framing_mask(self.framing, size)
+        align.paste(out, crop, m, original, mask=mask,
                     detail=self.framing == "ffhq")  # (a pixel model's VAE output is never sharper than the footage)
+        return m, mask
 
     def _reuse(self, frame: np.ndarray, out: np.ndarray, todo: list) -> None:
         for t, m128, mm in todo:
@@ -173,6 +196,7 @@ class FaceProtector:
         try:
             crops = self._crops(frame, todo)
             states = self._identities(index, todo, crops)
+            self._expressions(frame, todo)
             results, plan = self._plan(index, states, crops)
             self._keyframes(index, frame, todo, states, crops, results, plan.full)
             self._carried(index, todo, states, crops, results, plan.carried)
@@ -217,6 +241,15 @@ class FaceProtector:
                     st.id_code, st.id_frame = code, index
         return [self.states[t.id] for t, *_ in todo]
 
+    def _expressions(self, frame: np.ndarray, todo: list) -> None:
+        """The expression drive: each original measured by the face mesh on its FFHQ crop at 256 px."""
+        if self.drive is None:
+            return
+        with self.timings("mesh"):
+            for t, _, mm in todo:
+                self.drive.observe(t.id, align.crop(frame, mm * np.float32(2.0), 256))
+        self.drive.forget({t.id for t in self.tracker.tracks})
+
     def _plan(self, index: int, states: list[TrackState], crops: Crops) -> tuple[list, Plan]:
         results: list[FaceResult | None] = [None] * len(states)
         plan = Plan()
@@ -257,19 +290,26 @@ class FaceProtector:
         for i, (k, s) in enumerate(zip(full, st)):
             res = FaceResult(r.crops[i], r.keys[i] if r.keys else None, r.surrogates[i], r.protected_latents[i:i + 1])
             if self.check.wanted(s):
-                put = (lambda patch, crop, mm=todo[k][2]: self._put(patch, frame, crop, mm))
+                put = (lambda patch, crop, mm=todo[k][2], tid=todo[k][0].id: self._put(patch, frame, crop, mm, tid=tid))
                 res = self.check.check(s, res, frame, todo[k][1], put, crops.model[k], crops.c128[k],
                                        None if crops.key is None else crops.key[k:k + 1], need=self._need(s))
             if s.surrogate is None:  # one fake person per track, for its whole life
                 s.surrogate = res.surrogate
             s.key = Keyframe(index, r.latents[i:i + 1], res.latent)
             results[k] = res
+            if self.drive is not None:
+                with self.timings("mesh"):
+                    self.drive.keyframe(self.drive.state(todo[k][0].id), s.key.protected, res.crop)
+        if self.drive is not None:  # the keyframe's own frame already takes the original's expression
+            self._driven(index, todo, states, crops, results, full, keyframes=True)
 
     def _carried(self, index: int, todo: list, states: list[TrackState], crops: Crops, results: list,
                  carried: list) -> None:
         """Between keyframes the fake face follows the original's motion (one VAE round trip, or encode and render,
         per face); with ``render_every`` N > 1, frames off the N-grid reuse the track's last face (warped into place
         when pasted) and only their keys are computed."""
+        if self.drive is not None:
+            carried = self._driven(index, todo, states, crops, results, carried)  # the rest: as without the drive
         every = max(1, self.cfg.render_every) if self.framing == "ffhq" else 1  # (a style-space model's option)
         held = [k for k in carried if every > 1 and (index - states[k].key.index) % every
                 and states[k].last is not None]
@@ -289,6 +329,71 @@ class FaceProtector:
                 crop = r.crops[i] if render else states[k].last.crop
                 results[k] = FaceResult(crop, r.keys[i] if r.keys else None, source=r.latents[i:i + 1])
 
+    def _driven(self, index: int, todo: list, states: list[TrackState], crops: Crops, results: list, ks: list,
+                keyframes: bool = False) -> list:
+        """The expression drive for faces ``ks``: each takes its atlas's render for the original's expression and
+        pose, or a new render (at most one per ``render_every`` frames per face; the nearest in the atlas between);
+        a new render is the keyframe's fake latent, plus the encoder's change since the keyframe without its part
+        along the expression directions, plus the step along them to the target. Returns the faces it could not
+        drive (the mesh found no face in the original or in the fake's keyframe), for the plain carry."""
+        d, every = self.drive, max(1, self.cfg.render_every)
+        plans, rest = {}, []
+        for k in ks:
+            te = d.state(todo[k][0].id)
+            if te.fake is None or te.smooth is None or te.key is not states[k].key.protected:
+                rest.append(k)
+                continue
+            key = d.bin(te, d.target(te))
+            look = te.atlas.get(key)
+            if look is None and index - te.last_render < every:
+                look = d.nearest(te, key)
+            plans[k] = (te, key, look)
+        if not plans:
+            return rest
+        z0 = {}  # the original's latent this frame: for keys, new renders and identity checks
+        if keyframes:
+            z0 = {k: states[k].key.latent for k in plans}
+        else:
+            enc = [k for k, (_, _, look) in plans.items()
+                   if self.cfg.keys or look is None or self._check_due(index, states[k])]
+            if enc:
+                st = [states[k] for k in enc]
+                with self.timings("carry: encode" + (" + keys" if self.cfg.keys else "")):
+                    r = self.p.carry(crops.model[enc], torch.cat([s.key.latent for s in st]),
+                                     torch.cat([s.key.protected for s in st]), self.cfg.carry_cutoff,
+                                     keys=self.cfg.keys, key_crops=None if crops.key is None else crops.key[enc],
+                                     render=False)
+                for i, k in enumerate(enc):
+                    z0[k] = r.latents[i:i + 1]
+                    results[k] = FaceResult(None, r.keys[i] if r.keys else None, source=z0[k])
+        new = [k for k, (_, _, look) in plans.items() if look is None]
+        if new:
+            self._size_for(todo, new)
+            x = d.x
+            with self.timings("expression render"):
+                zs, aims = [], []
+                for k in new:
+                    te, key, _ = plans[k]
+                    key_lat = states[k].key
+                    base = key_lat.protected + x.project_off(z0[k] - key_lat.latent)
+                    aims.append(d.centre(key, te))
+                    zs.append(x.apply(base, d.steps(te, aims[-1])[None]))
+                rendered = self.p._render(torch.cat(zs))
+            with self.timings("mesh"):
+                for i, k in enumerate(new):
+                    te, key, _ = plans[k]
+                    plans[k] = (te, key, d.rendered(te, key, aims[i], rendered[i], index))
+        for k, (te, key, look) in plans.items():
+            if keyframes or results[k] is not None:
+                results[k].crop, results[k].points = look.crop, look.points
+            else:
+                results[k] = FaceResult(look.crop, source=z0.get(k), points=look.points)
+            self.stats.driven += 1
+        return rest
+
+    def _check_due(self, index: int, st: TrackState) -> bool:
+        return index - max(st.checked, st.key.index) >= max(1, self.cfg.check_every)
+
     def _need(self, st: TrackState) -> float:
         """The distance a keyframe's fake face must reach without a redraw: ``verify_distance``, plus
         ``cfg.first_margin`` for the first keyframe of a model that keeps it for the whole track (measured on the
@@ -301,13 +406,13 @@ class FaceProtector:
         the person as a keyframe's would be; a redraw (a new DIFP run) becomes the track's keyframe from here on."""
         if getattr(self.p.model, "rekey", True) or not self.check.on or not self.cfg.verify_every:
             return
-        every = max(1, self.cfg.check_every)
         for k in carried:
             st, res = states[k], results[k]
-            if index - max(st.checked, st.key.index) < every or res is None or res.source is None:
+            if not self._check_due(index, st) or res is None or res.source is None:
                 continue
             st.checked = index
-            put = (lambda patch, crop, mm=todo[k][2]: self._put(patch, frame, crop, mm))
+            put = (lambda patch, crop, mm=todo[k][2], tid=todo[k][0].id, r=res:
+                   self._put(patch, frame, crop, mm, tid=tid, points=r.points if crop is r.crop else None))
             with self.timings("check carried"):
                 best = self.check.check(st, res, frame, todo[k][1], put, crops.model[k], crops.c128[k],
                                         None if crops.key is None else crops.key[k:k + 1],
@@ -315,6 +420,8 @@ class FaceProtector:
             if best is not res and best.latent is not None:  # a redrawn fake person: the track's keyframe now
                 st.key = Keyframe(index, res.source, best.latent)
                 results[k] = best
+                if self.drive is not None:  # its expression measured; its atlas starts afresh
+                    self.drive.keyframe(self.drive.state(todo[k][0].id), st.key.protected, best.crop)
 
     def _paste(self, index, frame, out, todo, states, crops: Crops, results: list, plan: Plan) -> None:
         res = self.p.resolution
@@ -325,19 +432,20 @@ class FaceProtector:
                 self.stats.obscured += 1
                 continue
             with self.timings("blend"):
-                self._put(out, frame, result.crop, mm, crops.model[k])
+                pasted = self._put(out, frame, result.crop, mm, crops.model[k], tid=t.id, points=result.points)
             if st.last is not result:  # a new result (not a similarity skip)
                 st.last, st.last_input = result, crops.model[k].astype(np.int16)
             self.stats.protected += 1
             self.stats.carried += k in plan.carried
             if self.on_key is not None and result.key is not None:
-                self.on_key(FaceRecord(t.id, index, m, result.key, self._exact(frame, m), self.cfg.pixels_quality))
+                self.on_key(FaceRecord(t.id, index, m, result.key, self._exact(frame, *pasted), self.cfg.pixels_quality))
 
-    def _exact(self, frame: np.ndarray, m: np.ndarray):
-        """Exact / faithful recovery: the original pixels of the region the paste changed."""
+    def _exact(self, frame: np.ndarray, m: np.ndarray, mask: np.ndarray):
+        """Exact / faithful recovery: the original pixels of the region the paste changed (``mask``, aligned by
+        ``m``)."""
         if not self.cfg.exact:
             return None
-        box = align.mask_roi(m, align.framing_mask(self.framing, self.p.resolution), frame.shape[:2])
+        box = align.mask_roi(m, mask, frame.shape[:2])
         if box is None:
             return None
         x0, y0, x1, y1 = box

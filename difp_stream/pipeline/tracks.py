@@ -23,6 +23,7 @@ class FaceResult:
     surrogate: np.ndarray | None = None
     latent: torch.Tensor | None = None  # [1, C, h, w]
     source: torch.Tensor | None = None  # a carried result: the original's latent in its frame (z0)
+    points: np.ndarray | None = None  # the fake face's mesh [478, 2] in the crop's pixels (expression drive)
 
 
 @dataclass
