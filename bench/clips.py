@@ -1,8 +1,9 @@
 """The whole pipeline on every shared clip (its first --frames frames), default settings, keys on: how many face-frames
 still need the fail-closed blur (profiles apart), whether each track keeps one fake person, flicker, identity leaks,
-and speed; plus a strip per clip (original | protected, a few frames apart, at the face's size in the frame).
+and speed beside deface's on the same clip in the same run (when deface is installed), with where the time goes per
+stage; plus a strip per clip (original | protected, a few frames apart, at the face's size in the frame).
 
-    python bench/clips.py [--frames 50] [--model default] [--name clips]
+    python bench/clips.py [--frames 50] [--model default] [--name clips] [--no-deface]
 
 Writes bench/results/NAME.{json,md} and NAME_strip_CLIP.png."""
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import RESULTS, SHARED, machine  # noqa: E402
-from difp_stream.benchmark import read_frames, run_difp  # noqa: E402
+from difp_stream.benchmark import read_frames, run_deface, run_difp  # noqa: E402
 from difp_stream.difp import load_model  # noqa: E402
 
 
@@ -48,6 +49,7 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--render-every", type=int, default=2)
     ap.add_argument("--name", default="clips")
+    ap.add_argument("--no-deface", action="store_true", help="skip deface's run beside each clip")
     args = ap.parse_args()
     clips = sorted((SHARED / "videos").glob("*.mp4"))
     if not clips:
@@ -59,7 +61,12 @@ def main() -> None:
         frames, fps = read_frames(clip, args.frames)
         faces: list = []
         r, outs, _ = run_difp(frames, fps, model, every=5, render_every=args.render_every, faces_out=faces)
-        r.pop("stages_ms")
+        stages = r.pop("stages_ms")
+        r["stage_ms_per_frame"] = {k: v["p50"] if k in ("decode", "encode") else v["total"] / len(frames)
+                                   for k, v in stages.items()}
+        d = None if args.no_deface else run_deface(clip, frames)
+        r["deface_fps"] = d[0]["fps"] if d else None
+        r["vs_deface"] = r["fps"] / d[0]["fps"] if d else None
         rows.append({"clip": clip.name, **r})
         print(json.dumps(rows[-1]), flush=True)
         pic = strip(frames, outs, faces)
@@ -77,7 +84,8 @@ def main() -> None:
     lines = [f"# The pipeline on every shared clip (first {args.frames} frames)", "",
              f"`{cmd}` on {machine()}, {time.time() - t0:.0f} s; default settings, keys on.", "",
              "| clip | size | face-frames | blurred: profiles / small or cut / failed closed | blurred, not profiles | "
-             "same fake person | flicker (output / original) | detail mid / high | leaks | fps |", "| --- " * 10 + "|"]
+             "same fake person | flicker (output / original) | detail mid / high | leaks | fps | deface fps | "
+             "x deface |", "| --- " * 12 + "|"]
     for r in rows:
         st, fl = r["identity_stability"], r["flicker"]
         failed = r["blurred"] - r["blurred_profiles"] - r["blurred_small_or_cut"]
@@ -87,9 +95,18 @@ def main() -> None:
             + (f"{st['same_fake_share']:.0%}" if st["same_fake_share"] is not None else "–") + " | "
             + (f"{fl['ratio']:.2f}" if fl["ratio"] is not None else "–") + " | "
             + (f"{r['detail']['mid']:.2f} / {r['detail']['high']:.2f}" if r["detail"]["mid"] is not None else "–")
-            + f" | {r['leaks']} of {r['faces_checked']} | {r['fps']:.2f} |")
+            + f" | {r['leaks']} of {r['faces_checked']} | {r['fps']:.2f} | "
+            + (f"{r['deface_fps']:.1f} | {r['vs_deface']:.2f} |" if r["deface_fps"] else "– | – |"))
     lines += ["", f"All clips: {faces} face-frames, {prof} profiles; blurred among the others: {blurred} "
-              f"(**{total['blurred_share_not_profile']:.1%}**)."]
+              f"(**{total['blurred_share_not_profile']:.1%}**).", "",
+              "Where the time goes: ms per frame by stage (all faces of a frame; nested stages are inside their "
+              "parents: `difp: *` inside `difp`; decode and encode are whole-clip averages).", ""]
+    names = sorted({k for r in rows for k in r["stage_ms_per_frame"]},
+                   key=lambda k: -max(r["stage_ms_per_frame"].get(k, 0) for r in rows))
+    lines += ["| stage | " + " | ".join(r["clip"].removesuffix(".mp4") for r in rows) + " |",
+              "| --- " * (len(rows) + 1) + "|"]
+    for k in names:
+        lines.append(f"| {k} | " + " | ".join(f"{r['stage_ms_per_frame'].get(k, 0):.1f}" for r in rows) + " |")
     (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -89,7 +89,8 @@ def run_difp(frames: list, fps: float, model, backend: str = "auto", steps: int 
         recovered = FaceRecoverer(p, rec).process(strip_index, outs[strip_index])
     r = {"frames": len(frames), "clip_fps": fps, "size": f"{frames[0].shape[1]}x{frames[0].shape[0]}",
          "backend": used if isinstance(used, str) else str(used),
-         "stages_ms": {k: {"p50": pct(v)[0], "p95": pct(v)[1], "n": len(v)} for k, v in stages.items()},
+         "stages_ms": {k: {"p50": pct(v)[0], "p95": pct(v)[1], "n": len(v), "total": float(np.sum(v))}
+                       for k, v in stages.items()},
          "process_ms": {"p50": pct(per_frame)[0], "p95": pct(per_frame)[1], "mean": float(np.mean(per_frame))},
          "fps": 1000 / total, "realtime_factor": (1000 / total) / fps, "faces": fp.stats.faces,
          "carried": fp.stats.carried, "blurred": fp.stats.obscured, "tracks": len(fp.stats.tracks),

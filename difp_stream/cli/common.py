@@ -207,6 +207,9 @@ def pipeline_cfg(args, keys: bool):
                           detect_size=args.detect_size, max_misses=args.max_misses, keys=keys,
                           protect_every=args.protect_every, carry_cutoff=args.carry_cutoff,
                           render_every=args.render_every, max_render=args.max_render, check_every=args.check_every,
+                          expression=getattr(args, "expression", "on") == "on",
+                          expression_tolerance=getattr(args, "expression_tolerance",
+                                                       PipelineConfig.expression_tolerance),
                           pixels_quality=args.faithful_quality if args.recovery == "faithful" else 0,
                           skip_below=args.skip_below, verify_distance=args.verify_distance, min_difp=args.min_difp,
                           exact=args.recovery in ("exact", "faithful"), verify_every=args.verify == "every")

@@ -67,8 +67,15 @@ def _face_args(p: argparse.ArgumentParser, c) -> None:
     f.add_argument("--carry-cutoff", type=num(int, 1, 64), default=c.carry_cutoff,
                    help=f"latent low-pass size of the carried motion (default: {c.carry_cutoff})")
     f.add_argument("--render-every", type=num(int, 1, 100), default=c.render_every, metavar="N",
-                   help="photoreal model: render carried frames every N frames, warp the last face between "
-                        f"(faster; expression updates every N frames; default: {c.render_every})")
+                   help="photoreal model: at most one new render per face every N frames; between, the nearest "
+                        f"render of the face's expression atlas (or the last face) is warped into place "
+                        f"(default: {c.render_every})")
+    f.add_argument("--expression", choices=["on", "off"], default="on" if c.expression else "off",
+                   help="photoreal model: the fake face takes the person's expression each frame (mouth, smile, "
+                        "eyes, brows: face mesh + the model's expression directions); off: pose only (default: on)")
+    f.add_argument("--expression-tolerance", type=num(float, 0.05, 5), default=c.expression_tolerance, metavar="SD",
+                   help="a new render when no render of the face's atlas is this near the person's expression and "
+                        f"pose, in standard deviations (smaller: closer, slower; default: {c.expression_tolerance})")
     f.add_argument("--check-every", type=num(int, 1, 1000), default=c.check_every, metavar="N",
                    help="photoreal model (one DIFP run per track, then carried): check the carried fake face against "
                         f"the person every N frames (default: {c.check_every})")

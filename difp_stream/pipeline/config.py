@@ -28,7 +28,10 @@ class PipelineConfig:
     #                        the expression drive: at most one new render per N frames per face (its atlas between)
     expression: bool = True  # a style-space model with expression directions: the fake takes the original's
     #                          expression every frame (face mesh + directions + a per-track atlas of renders)
-    expression_bin: float = 0.35  # atlas bin width, in standard deviations of each measure (smaller: more renders)
+    expression_render: int = 256  # the drive's renders at most this size: a 512 px render and its paste cost 2.5x
+    #                               a 256 px one, and the detail match softens either to the footage's detail
+    expression_tolerance: float = 0.35  # a new render when no atlas render is this near the original's expression
+    #                                     and pose (standard deviations of each measure; smaller: more renders)
     first_margin: float = 0.1  # a style-space model keeps a track's first fake person: it is drawn this much farther
     check_every: int = 8  # a style-space model (one DIFP run per track, then carried): its carried face is checked
     #                       against the person every N frames

@@ -1,31 +1,37 @@
 """The fake face moves with the person: each frame the original's expression is measured by the face mesh, and the
-fake is set to it (absolutely, not by the change since a keyframe) along the style space's expression directions.
+fake shows that expression (absolutely, not the change since a keyframe), rendered along the style space's
+expression directions.
 
 Per track:
 
-- the original's measures are smoothed over time (an exponential average that follows a talking mouth within a
-  frame or two);
-- the fake's own expression is measured once on its keyframe render; a render is asked for the step that takes it to
-  the original's, divided by a per-track ``gain`` that closes the loop: every render is measured, and the gain (a
-  running least-squares fit of measured over asked change, from the fake's own expression) learns how far the
-  linear directions really move this fake;
-- renders are kept in an **atlas** keyed by the target expression and the pose, in bins of a fraction of each
-  measure's spread: a face whose bin was rendered before reuses that render (warped into place by the paste), so a
-  talking face settles into a few renders; at most one new render per ``render_every`` frames, between them the
-  nearest one in the atlas stands in;
+- the original's measures (``faces/mesh.MEASURES``) are smoothed lightly over time;
+- the fake's renders are kept in an **atlas**, each with its *measured* expression and pose (the mesh runs on every
+  render): a frame shows the render whose measures are nearest the original's (closed loop: a render that missed its
+  aim is simply not picked for it), warped into place by the paste. Only when none is near enough
+  (``tolerance`` standard deviations) is a new one rendered, at most one per ``render_every`` frames per face; so a
+  talking face settles into a few dozen renders and the per-frame cost is the mesh and the paste;
+- a new render aims at the original's expression from the fake's own (measured on its keyframe), the step divided by
+  a per-track gain (a running least-squares fit of measured over asked change) that learns how far the linear
+  directions really move this fake;
+- edits drift identity: a render farther than ``max_drift`` (dlib) from the fake's keyframe face is not used, and the
+  track's steps shrink from then on;
 - the paste mask is the fake's own face region (from its mesh) intersected with the original's, feathered inside:
   the render's hair, hat and background never reach the frame, and nothing outside the original's face is touched.
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
+from ..faces import align
 from ..faces import mesh as fm
 
-POSE = (fm.MEASURES.index("yaw"), fm.MEASURES.index("pitch"))
+POSE = [fm.MEASURES.index("yaw"), fm.MEASURES.index("pitch")]
+ANCHORS = [33, 133, 362, 263, 1, 61, 291, 152, 234, 454, 10, 168]  # the face's frame, for fitting fake to original
+# how much each measure counts when picking the atlas render for a frame (in standard deviations)
+WEIGHTS = {"mouth": 2.0, "smile": 1.5, "eyes": 0.8, "brows": 0.3, "yaw": 0.7, "pitch": 0.7}
 
 
 @dataclass
@@ -35,6 +41,7 @@ class Look:
     crop: np.ndarray  # uint8 [S, S, 3]
     points: np.ndarray  # its mesh, [478, 2] in the crop's pixels
     measured: np.ndarray  # its measures [6]
+    used: int = 0  # the last frame it was shown
 
 
 @dataclass
@@ -43,37 +50,44 @@ class TrackExpression:
     points: np.ndarray | None = None  # the original's mesh this frame, [478, 2] in the 256 px model crop
     found: bool = False  # the mesh found the original's face this frame
     fake: np.ndarray | None = None  # the fake's measures at its keyframe (unedited) [6]
+    fake_code: np.ndarray | None = None  # the fake's identity code at its keyframe
     key: object = None  # the keyframe latent ``fake`` was measured for
     sxy: np.ndarray | None = None  # per driven measure: the gain's running sums (measured x asked, asked x asked)
     sxx: np.ndarray | None = None
-    atlas: "OrderedDict[tuple, Look]" = field(default_factory=OrderedDict)
+    reach: float = 1.0  # steps are scaled by this (shrinks when an edit drifted identity)
+    atlas: list = field(default_factory=list)
     last_render: int = -(10 ** 9)
     renders: int = 0
+    rejected: int = 0
 
 
 class ExpressionDrive:
     # what each driven measure can be (mouth opening, eye opening: >= 0; smile, a blendshape score: 0-1)
     RANGE = {"mouth": (0.0, 1.0), "smile": (0.0, 1.0), "eyes": (0.0, 1.0), "brows": (-1.0, 2.0)}
 
-    def __init__(self, expression, mesh: fm.FaceMesh, smoothing: float = 0.15, bin_std: float = 0.35,
-                 atlas_size: int = 48, feather: float = 0.035, gains: tuple[float, float] = (0.3, 3.0)):
-        self.x, self.mesh = expression, mesh
-        self.smoothing, self.bin_std, self.atlas_size, self.feather, self.gains = (smoothing, bin_std, atlas_size,
-                                                                                   feather, gains)
+    def __init__(self, expression, mesh: fm.FaceMesh, identity=None, smoothing: float = 0.15, tolerance: float = 0.35,
+                 atlas_size: int = 64, feather: float = 0.035, gains: tuple[float, float] = (0.3, 3.0),
+                 max_drift: float = 0.6):
+        self.x, self.mesh, self.identity = expression, mesh, identity
+        self.smoothing, self.tolerance, self.atlas_size, self.feather, self.gains, self.max_drift = (
+            smoothing, tolerance, atlas_size, feather, gains, max_drift)
         self.std = np.maximum(np.asarray(expression.d.std, np.float32), 1e-4)
         self.rows = list(expression.rows)
+        self.weights = np.array([WEIGHTS[n] if (i in self.rows or i in POSE) else 0.0
+                                 for i, n in enumerate(fm.MEASURES)], np.float32)
         self.tracks: dict[int, TrackExpression] = {}
 
     def state(self, tid: int) -> TrackExpression:
         te = self.tracks.get(tid)
         if te is None:
             te = self.tracks[tid] = TrackExpression()
-            self._reset_gain(te)
+            self._reset(te)
         return te
 
-    def _reset_gain(self, te: TrackExpression) -> None:
+    def _reset(self, te: TrackExpression) -> None:
         te.sxy = np.ones(len(self.rows), np.float64)  # the prior: one step of one standard deviation, gain 1
         te.sxx = np.ones(len(self.rows), np.float64)
+        te.atlas, te.reach = [], 1.0
 
     def gain(self, te: TrackExpression) -> np.ndarray:
         return np.clip(te.sxy / te.sxx, *self.gains)
@@ -103,61 +117,93 @@ class ExpressionDrive:
             return None
         return Look(crop, r.points[0, :, :2], fm.measures(r)[0])
 
-    def keyframe(self, te: TrackExpression, key, crop: np.ndarray) -> None:
-        """The fake's unedited expression at a (new) keyframe; a new fake person starts a new atlas."""
+    def _code(self, look: Look) -> np.ndarray | None:
+        if self.identity is None:
+            return None
+        m = align.similarity(fm.five_points(look.points), 128)
+        return self.identity(align.crop(look.crop, m, 128)[None])[0]
+
+    def keyframe(self, te: TrackExpression, key, crop: np.ndarray, index: int = 0) -> None:
+        """The fake's unedited expression at a (new) keyframe; a new fake person starts a new atlas (with this
+        render in it)."""
+        self._reset(te)
         look = self.measure(crop)
+        te.key = key
         te.fake = None if look is None else look.measured
-        te.key, te.atlas = key, OrderedDict()
-        self._reset_gain(te)
+        if look is not None:
+            te.fake_code = self._code(look)
+            look.used = index
+            te.atlas.append(look)
 
     def target(self, te: TrackExpression) -> np.ndarray:
-        """The measures to render: the original's expression (within what each measure can be), the fake's own
-        pose."""
-        t = te.fake.copy()
+        """The measures to render: the original's expression (within what each measure can be) and pose."""
+        t = te.smooth.copy()
         for i in self.rows:
-            t[i] = np.clip(te.smooth[i], *self.RANGE.get(fm.MEASURES[i], (-np.inf, np.inf)))
+            t[i] = np.clip(t[i], *self.RANGE.get(fm.MEASURES[i], (-np.inf, np.inf)))
         return t
 
-    def bin(self, te: TrackExpression, target: np.ndarray) -> tuple:
-        q = [int(np.floor(target[i] / (self.bin_std * self.std[i]) + 0.5)) for i in self.rows]
-        q += [int(np.floor(te.smooth[i] / (self.bin_std * self.std[i]) + 0.5)) for i in POSE]
-        return tuple(q)
+    def distance(self, a: np.ndarray, b: np.ndarray) -> float:
+        """Weighted distance between two measure vectors, in standard deviations."""
+        return float(np.sqrt(np.sum(self.weights * ((a - b) / self.std) ** 2) / max(self.weights.sum(), 1e-6)))
 
-    def centre(self, key: tuple, te: TrackExpression) -> np.ndarray:
-        """The measures at the middle of an atlas bin (what its render aims at)."""
-        t = te.fake.copy()
-        for i, q in zip(self.rows, key):
-            t[i] = q * self.bin_std * self.std[i]
-        return t
-
-    def nearest(self, te: TrackExpression, key: tuple) -> Look | None:
-        if not te.atlas:
-            return None
-        k = np.asarray(key, np.float32)
-        return min(te.atlas.items(), key=lambda kv: float(np.sum((np.asarray(kv[0], np.float32) - k) ** 2)))[1]
+    def pick(self, te: TrackExpression, index: int, every: int) -> tuple[Look | None, bool]:
+        """(the atlas render nearest the original's expression and pose, whether a new render is wanted): nothing
+        near enough and none rendered in the last ``every`` frames."""
+        target = self.target(te)
+        best = min(te.atlas, key=lambda lk: self.distance(lk.measured, target), default=None)
+        far = best is None or self.distance(best.measured, target) > self.tolerance
+        return best, far and index - te.last_render >= every
 
     def steps(self, te: TrackExpression, aim: np.ndarray) -> np.ndarray:
         """The steps along the directions asked of a render aiming at ``aim``: the change from the fake's own
-        expression, divided by the track's gain."""
+        expression, divided by the track's gain, scaled by its reach."""
         ask = te.fake.copy()
-        ask[self.rows] = te.fake[self.rows] + (aim[self.rows] - te.fake[self.rows]) / self.gain(te)
+        ask[self.rows] = te.fake[self.rows] + te.reach * (aim[self.rows] - te.fake[self.rows]) / self.gain(te)
         return self.x.steps(te.fake[None], ask[None])[0]
 
-    def rendered(self, te: TrackExpression, key: tuple, aim: np.ndarray, crop: np.ndarray, index: int) -> Look:
-        """Keep a new render in the atlas; its measured expression updates the track's gain."""
+    def rendered(self, te: TrackExpression, aim: np.ndarray, crop: np.ndarray, index: int) -> Look | None:
+        """A new render: measured, its gain fed; kept in the atlas unless its identity drifted off the fake's
+        keyframe face (then None, and the track's steps shrink)."""
         look = self.measure(crop)
         te.last_render, te.renders = index, te.renders + 1
-        if look is None:  # the mesh did not find the render's face: use it, do not keep it
-            return Look(crop, np.zeros((0, 2), np.float32), aim)
+        if look is None:  # the mesh did not find the render's face: not used
+            te.rejected += 1
+            return None
         sd = self.std[self.rows]
-        g = self.gain(te)
-        asked = (aim[self.rows] - te.fake[self.rows]) / g / sd  # in standard deviations
+        asked = te.reach * (aim[self.rows] - te.fake[self.rows]) / self.gain(te) / sd  # in standard deviations
         got = (look.measured[self.rows] - te.fake[self.rows]) / sd
         te.sxy, te.sxx = te.sxy + asked * got, te.sxx + asked * asked
-        te.atlas[key] = look
-        while len(te.atlas) > self.atlas_size:
-            te.atlas.popitem(last=False)
+        if te.fake_code is not None:
+            code = self._code(look)
+            if code is not None and float(np.linalg.norm(code - te.fake_code)) > self.max_drift:
+                te.reach = max(0.6, 0.9 * te.reach)
+                te.rejected += 1
+                return None
+        look.used = index
+        te.atlas.append(look)
+        if len(te.atlas) > self.atlas_size:  # the one shown longest ago goes (never the keyframe's own)
+            te.atlas.pop(1 + int(np.argmin([lk.used for lk in te.atlas[1:]])))
         return look
+
+    # ---- the paste
+    def conform(self, te: TrackExpression | None, crop: np.ndarray, points: np.ndarray | None):
+        """The fake crop (and its mesh) warped by the affine map that best takes its face's frame (eye corners,
+        nose, mouth corners, cheeks, chin, forehead) onto the original's this frame: a fake whose face is shorter
+        or wider than the person's, or a render of the atlas made at a slightly different pose, lands with its
+        eyes, mouth and chin where the person's are. Unchanged when a mesh is missing or the map is implausible."""
+        if te is None or te.points is None or points is None or not len(points):
+            return crop, points
+        size = crop.shape[0]
+        src = points[ANCHORS].astype(np.float64)
+        dst = te.points[ANCHORS].astype(np.float64) * (size / fm.SIZE)
+        a, *_ = np.linalg.lstsq(np.c_[src, np.ones(len(src))], dst, rcond=None)
+        m = a.T  # 2x3
+        sv = np.linalg.svd(m[:, :2], compute_uv=False)
+        if not np.all(np.isfinite(m)) or sv.max() > 1.25 or sv.min() < 0.8:
+            return crop, points
+        warped = cv2.warpAffine(crop, m.astype(np.float32), (size, size), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REFLECT101)
+        return warped, (np.c_[points, np.ones(len(points))] @ m.T).astype(np.float32)
 
     # ---- the paste mask
     def mask(self, te: TrackExpression | None, points: np.ndarray | None, size: int) -> np.ndarray | None:

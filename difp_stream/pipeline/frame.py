@@ -73,7 +73,8 @@ class FaceProtector:
         from ..faces.mesh import load_mesh
         from .expression import ExpressionDrive
 
-        return ExpressionDrive(Expression(dirs, self.p.model), load_mesh(), bin_std=self.cfg.expression_bin)
+        return ExpressionDrive(Expression(dirs, self.p.model), load_mesh(), self.id_enc,
+                               tolerance=self.cfg.expression_tolerance)
 
     def warmup(self) -> None:
         """Run every stage once on a blank frame (runtime sessions, lazy model loads) so that the first real frames
@@ -167,7 +168,9 @@ class FaceProtector:
         mask = None
         if self.drive is not None and tid is not None:
             with self.timings("paste mask"):
-                mask = self.drive.mask(self.drive.tracks.get(tid), points, size)
+                te = self.drive.tracks.get(tid)
+                crop, points = self.drive.conform(te, crop, points)
+                mask = self.drive.mask(te, points, size)
         if mask is None:
             mask = align.framing_mask(self.framing, size)
         align.paste(out, crop, m, original, mask=mask,
@@ -299,7 +302,7 @@ class FaceProtector:
             results[k] = res
             if self.drive is not None:
                 with self.timings("mesh"):
-                    self.drive.keyframe(self.drive.state(todo[k][0].id), s.key.protected, res.crop)
+                    self.drive.keyframe(self.drive.state(todo[k][0].id), s.key.protected, res.crop, index)
         if self.drive is not None:  # the keyframe's own frame already takes the original's expression
             self._driven(index, todo, states, crops, results, full, keyframes=True)
 
@@ -331,11 +334,11 @@ class FaceProtector:
 
     def _driven(self, index: int, todo: list, states: list[TrackState], crops: Crops, results: list, ks: list,
                 keyframes: bool = False) -> list:
-        """The expression drive for faces ``ks``: each takes its atlas's render for the original's expression and
-        pose, or a new render (at most one per ``render_every`` frames per face; the nearest in the atlas between);
-        a new render is the keyframe's fake latent, plus the encoder's change since the keyframe without its part
-        along the expression directions, plus the step along them to the target. Returns the faces it could not
-        drive (the mesh found no face in the original or in the fake's keyframe), for the plain carry."""
+        """The expression drive for faces ``ks``: each shows the render of its atlas nearest the original's
+        expression and pose, or a new render when none is near (at most one per ``render_every`` frames per face):
+        the keyframe's fake latent, plus the encoder's change since the keyframe without its part along the
+        expression directions, plus the step along them to the original's expression. Returns the faces it could
+        not drive (the mesh found no face in the original or in the fake's keyframe), for the plain carry."""
         d, every = self.drive, max(1, self.cfg.render_every)
         plans, rest = {}, []
         for k in ks:
@@ -343,19 +346,15 @@ class FaceProtector:
             if te.fake is None or te.smooth is None or te.key is not states[k].key.protected:
                 rest.append(k)
                 continue
-            key = d.bin(te, d.target(te))
-            look = te.atlas.get(key)
-            if look is None and index - te.last_render < every:
-                look = d.nearest(te, key)
-            plans[k] = (te, key, look)
+            look, new = d.pick(te, index, every)
+            plans[k] = (te, look, new or look is None)
         if not plans:
             return rest
         z0 = {}  # the original's latent this frame: for keys, new renders and identity checks
         if keyframes:
             z0 = {k: states[k].key.latent for k in plans}
         else:
-            enc = [k for k, (_, _, look) in plans.items()
-                   if self.cfg.keys or look is None or self._check_due(index, states[k])]
+            enc = [k for k, (_, _, new) in plans.items() if self.cfg.keys or new or self._check_due(index, states[k])]
             if enc:
                 st = [states[k] for k in enc]
                 with self.timings("carry: encode" + (" + keys" if self.cfg.keys else "")):
@@ -366,24 +365,29 @@ class FaceProtector:
                 for i, k in enumerate(enc):
                     z0[k] = r.latents[i:i + 1]
                     results[k] = FaceResult(None, r.keys[i] if r.keys else None, source=z0[k])
-        new = [k for k, (_, _, look) in plans.items() if look is None]
+        new = [k for k, (_, _, n) in plans.items() if n]
         if new:
             self._size_for(todo, new)
+            self.p.render_size = min(self.p.render_size or 256, max(128, self.cfg.expression_render))
             x = d.x
             with self.timings("expression render"):
                 zs, aims = [], []
                 for k in new:
-                    te, key, _ = plans[k]
-                    key_lat = states[k].key
+                    te, key_lat = plans[k][0], states[k].key
                     base = key_lat.protected + x.project_off(z0[k] - key_lat.latent)
-                    aims.append(d.centre(key, te))
+                    aims.append(d.target(te))
                     zs.append(x.apply(base, d.steps(te, aims[-1])[None]))
                 rendered = self.p._render(torch.cat(zs))
-            with self.timings("mesh"):
+            with self.timings("expression check"):
                 for i, k in enumerate(new):
-                    te, key, _ = plans[k]
-                    plans[k] = (te, key, d.rendered(te, key, aims[i], rendered[i], index))
-        for k, (te, key, look) in plans.items():
+                    te, look, _ = plans[k]
+                    d.rendered(te, aims[i], rendered[i], index)
+                    plans[k] = (te, d.pick(te, index, every)[0], True)  # closed loop: the nearest, new one or not
+        for k, (te, look, _) in plans.items():
+            if look is None:  # nothing to show yet (the only render drifted): the plain carry's face
+                rest.append(k)
+                continue
+            look.used = index
             if keyframes or results[k] is not None:
                 results[k].crop, results[k].points = look.crop, look.points
             else:
@@ -421,7 +425,7 @@ class FaceProtector:
                 st.key = Keyframe(index, res.source, best.latent)
                 results[k] = best
                 if self.drive is not None:  # its expression measured; its atlas starts afresh
-                    self.drive.keyframe(self.drive.state(todo[k][0].id), st.key.protected, best.crop)
+                    self.drive.keyframe(self.drive.state(todo[k][0].id), st.key.protected, best.crop, index)
 
     def _paste(self, index, frame, out, todo, states, crops: Crops, results: list, plan: Plan) -> None:
         res = self.p.resolution
