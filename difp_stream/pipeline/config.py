@@ -30,6 +30,9 @@ class PipelineConfig:
     #                          expression every frame (face mesh + directions + a per-track atlas of renders)
     expression_render: int = 256  # the drive's renders at most this size: a 512 px render and its paste cost 2.5x
     #                               a 256 px one, and the detail match softens either to the footage's detail
+    expression_min_size: int = 200  # faces whose FFHQ crop is smaller than this in the frame (faces under ~90 px
+    #                                 wide) are not driven: an expression hardly shows there, and the tighter mesh
+    #                                 mask left enough of a small original for dlib to match it (crowd clip)
     expression_tolerance: float = 0.35  # a new render when no atlas render is this near the original's expression
     #                                     and pose (standard deviations of each measure; smaller: more renders)
     first_margin: float = 0.1  # a style-space model keeps a track's first fake person: it is drawn this much farther

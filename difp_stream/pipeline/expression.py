@@ -66,7 +66,7 @@ class ExpressionDrive:
     RANGE = {"mouth": (0.0, 1.0), "smile": (0.0, 1.0), "eyes": (0.0, 1.0), "brows": (-1.0, 2.0)}
 
     def __init__(self, expression, mesh: fm.FaceMesh, identity=None, smoothing: float = 0.15, tolerance: float = 0.35,
-                 atlas_size: int = 64, feather: float = 0.035, gains: tuple[float, float] = (0.3, 3.0),
+                 atlas_size: int = 64, feather: float = 0.05, gains: tuple[float, float] = (0.3, 3.0),
                  max_drift: float = 0.6):
         self.x, self.mesh, self.identity = expression, mesh, identity
         self.smoothing, self.tolerance, self.atlas_size, self.feather, self.gains, self.max_drift = (
@@ -161,9 +161,11 @@ class ExpressionDrive:
         ask[self.rows] = te.fake[self.rows] + te.reach * (aim[self.rows] - te.fake[self.rows]) / self.gain(te)
         return self.x.steps(te.fake[None], ask[None])[0]
 
-    def rendered(self, te: TrackExpression, aim: np.ndarray, crop: np.ndarray, index: int) -> Look | None:
+    def rendered(self, te: TrackExpression, aim: np.ndarray, crop: np.ndarray, index: int,
+                 person: np.ndarray | None = None, min_distance: float = 0.0) -> Look | None:
         """A new render: measured, its gain fed; kept in the atlas unless its identity drifted off the fake's
-        keyframe face (then None, and the track's steps shrink)."""
+        keyframe face (then None, and the track's steps shrink) or came closer than ``min_distance`` (dlib) to any
+        of the person's codes ``person`` [K, 128] (then None: an edit never brings the person back)."""
         look = self.measure(crop)
         te.last_render, te.renders = index, te.renders + 1
         if look is None:  # the mesh did not find the render's face: not used
@@ -177,6 +179,10 @@ class ExpressionDrive:
             code = self._code(look)
             if code is not None and float(np.linalg.norm(code - te.fake_code)) > self.max_drift:
                 te.reach = max(0.6, 0.9 * te.reach)
+                te.rejected += 1
+                return None
+            if code is not None and person is not None and min_distance > 0 and \
+                    float(np.linalg.norm(np.atleast_2d(person) - code, axis=1).min()) < min_distance:
                 te.rejected += 1
                 return None
         look.used = index
@@ -206,13 +212,31 @@ class ExpressionDrive:
         return warped, (np.c_[points, np.ones(len(points))] @ m.T).astype(np.float32)
 
     # ---- the paste mask
-    def mask(self, te: TrackExpression | None, points: np.ndarray | None, size: int) -> np.ndarray | None:
-        """The paste mask for a fake crop of ``size`` px whose mesh is ``points`` (in its pixels; None: unknown):
-        the fake's face region intersected with the original's, feathered inside both; None when the original's
-        mesh is unknown this frame (the caller's default mask)."""
+    def mask(self, te: TrackExpression | None, points: np.ndarray | None, size: int,
+             crop: np.ndarray | None = None) -> np.ndarray | None:
+        """The paste mask for a fake ``crop`` of ``size`` px whose mesh is ``points`` (in its pixels; None:
+        unknown): the fake's face region, less its dark hair over the forehead, intersected with the original's,
+        feathered inside both; None when the original's mesh is unknown this frame (the caller's default mask)."""
         if te is None or te.points is None:
             return None
         region = fm.face_region(te.points * (size / fm.SIZE), size)
         if points is not None and len(points):
             region &= fm.face_region(points, size)
+            if crop is not None:
+                region &= ~self._hair(crop, points)
         return fm.feathered(region, self.feather * size)
+
+    @staticmethod
+    def _hair(crop: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """bool [S, S]: the fake's dark hair over its forehead (a fringe): pixels above the brows much darker
+        than the skin between its eyes and mouth."""
+        grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        size = crop.shape[0]
+        p = points.astype(np.int32).clip(0, size - 1)
+        cheeks = grey[p[[50, 280, 4, 205, 425], 1], p[[50, 280, 4, 205, 425], 0]]  # cheeks, nose, beside the mouth
+        skin = float(np.median(cheeks))
+        brow = int(points[fm.BROWS, 1].min())
+        dark = grey < 0.6 * skin
+        dark[max(0, brow):] = False
+        dark = cv2.dilate(dark.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=max(1, size // 128)) > 0
+        return dark

@@ -168,9 +168,9 @@ class FaceProtector:
         mask = None
         if self.drive is not None and tid is not None:
             with self.timings("paste mask"):
-                te = self.drive.tracks.get(tid)
+                te = self.drive.tracks.get(tid) if points is not None else None  # (driven faces only)
                 crop, points = self.drive.conform(te, crop, points)
-                mask = self.drive.mask(te, points, size)
+                mask = self.drive.mask(te, points, size, crop)
         if mask is None:
             mask = align.framing_mask(self.framing, size)
         align.paste(out, crop, m, original, mask=mask,
@@ -338,12 +338,14 @@ class FaceProtector:
         expression and pose, or a new render when none is near (at most one per ``render_every`` frames per face):
         the keyframe's fake latent, plus the encoder's change since the keyframe without its part along the
         expression directions, plus the step along them to the original's expression. Returns the faces it could
-        not drive (the mesh found no face in the original or in the fake's keyframe), for the plain carry."""
+        not drive (the mesh found no face in the original or in the fake's keyframe, or the face is smaller than
+        ``cfg.expression_min_size``), for the plain carry."""
         d, every = self.drive, max(1, self.cfg.render_every)
         plans, rest = {}, []
         for k in ks:
             te = d.state(todo[k][0].id)
-            if te.fake is None or te.smooth is None or te.key is not states[k].key.protected:
+            small = 128.0 / align._scale(todo[k][2]) < self.cfg.expression_min_size
+            if small or te.fake is None or te.smooth is None or te.key is not states[k].key.protected:
                 rest.append(k)
                 continue
             look, new = d.pick(te, index, every)
@@ -381,7 +383,8 @@ class FaceProtector:
             with self.timings("expression check"):
                 for i, k in enumerate(new):
                     te, look, _ = plans[k]
-                    d.rendered(te, aims[i], rendered[i], index)
+                    d.rendered(te, aims[i], rendered[i], index, states[k].looks(),
+                               self.cfg.verify_distance if self.check.on else 0.0)
                     plans[k] = (te, d.pick(te, index, every)[0], True)  # closed loop: the nearest, new one or not
         for k, (te, look, _) in plans.items():
             if look is None:  # nothing to show yet (the only render drifted): the plain carry's face
