@@ -11,7 +11,9 @@
    clips.md/json, clips_strip_*.png);
 5. live RTSP latency (bench/rtsp_latency.py: rtsp.md/json; needs the GStreamer RTSP server);
 6. recovery round trips on clips in each recovery mode, with key sizes (bench/recovery.py: recovery.md/json);
-7. dlib's recognizer with either face box on the eval split (bench/recognizer.py: recognizer.md/json).
+7. dlib's recognizer with either face box on the eval split (bench/recognizer.py: recognizer.md/json);
+8. expression: mouth, smile and eye opening of the original and the output by dlib's 68 points on every shared clip
+   (bench/expression.py: expression.md/json, expression_strip_*.png).
 Steps whose data is missing (../shared) are skipped with a line saying so."""
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ STEPS = [
     ("latency, dim shared clip", ["bench/latency.py", "--clip", str(DIM), "--deface", "--name",
                                   "latency_liveportrait_d20"], DIM),
     ("every shared clip", ["bench/clips.py"], SHARED / "videos"),
+    ("expression on every shared clip", ["bench/expression.py"], SHARED / "videos"),
     ("RTSP latency", ["bench/rtsp_latency.py", "--seconds", "30"], None),
     ("recovery round trips", ["bench/recovery.py", "--modes", "diffusion,faithful (default),exact"], None),
     ("recognizer face box", ["bench/recognizer.py"], SHARED / "faces" / "manifest.tsv"),
