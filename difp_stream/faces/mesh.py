@@ -148,3 +148,10 @@ def five_points(points: np.ndarray) -> np.ndarray:
     face's mesh, for the 5-point alignment (``align.similarity``)."""
     p = np.asarray(points, np.float32)[:, :2]
     return np.stack([(p[33] + p[133]) / 2, (p[362] + p[263]) / 2, p[1], p[61], p[291]])
+
+
+def template_crop(img: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """The 128 px template crop (what the identity codes read) of a face in ``img`` from its mesh ``points``."""
+    from . import align
+
+    return align.crop(img, align.similarity(five_points(points), 128), 128)

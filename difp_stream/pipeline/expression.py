@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from ..faces import align
 from ..faces import mesh as fm
 
 POSE = [fm.MEASURES.index("yaw"), fm.MEASURES.index("pitch")]
@@ -120,8 +119,7 @@ class ExpressionDrive:
     def _code(self, look: Look) -> np.ndarray | None:
         if self.identity is None:
             return None
-        m = align.similarity(fm.five_points(look.points), 128)
-        return self.identity(align.crop(look.crop, m, 128)[None])[0]
+        return self.identity(fm.template_crop(look.crop, look.points)[None])[0]
 
     def keyframe(self, te: TrackExpression, key, crop: np.ndarray, index: int = 0) -> None:
         """The fake's unedited expression at a (new) keyframe; a new fake person starts a new atlas (with this

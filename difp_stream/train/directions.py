@@ -21,8 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..faces import align
-from ..faces.mesh import MEASURES, five_points, load_mesh, measures
+from ..faces.mesh import MEASURES, load_mesh, measures, template_crop
 from ..difp.expression import Directions
 
 DRIVEN = ("mouth", "smile", "eyes", "brows")
@@ -64,8 +63,7 @@ class _Renderer:
             from ..difp.identity import DlibIdentityEncoder
 
             self._id = DlibIdentityEncoder()
-        m = align.similarity(five_points(r.points[0]), 128)
-        return self._id(align.crop(img, m, 128)[None])[0]
+        return self._id(template_crop(img, r.points[0, :, :2])[None])[0]
 
 
 def sample(render: _Renderer, count: int, seed: int = 0, psi=(0.5, 1.0), progress: bool = True):
