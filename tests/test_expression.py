@@ -165,3 +165,57 @@ def test_pipeline_takes_the_originals_expression_on_a_tiny_clip(model):
         ys, xs = np.nonzero(changed)
         assert ys.min() >= 64 and xs.min() >= 64 and ys.max() < 320 and xs.max() < 320  # only inside the face
     assert min(mouths[1], mouths[3]) > max(mouths[0], mouths[2]) + 0.1, mouths
+
+
+class _Stub:  # what the drive reads of the directions when no render is asked
+    class d:
+        std = np.ones(6, np.float32)
+    rows = [0, 1, 2, 3]
+
+
+def test_forehead_fade_is_solid_below_and_zero_above_the_forehead(model):
+    p = fm.load_mesh()(render(model, latent(model, 5))[None]).points[0, :, :2]
+    ramp = fm.forehead_fade(p, 256)[:, 0]
+    brow = float(p[fm.BROWS, 1].min())
+    h = brow - float(p[fm.FACE_OVAL, 1].min())
+    assert ramp.shape == (256,) and np.all(np.diff(ramp) >= 0)  # rising from the top of the crop downwards
+    assert ramp[: int(brow - 0.45 * h)].max() == 0 and ramp[int(np.ceil(brow - 0.15 * h)):].min() == 1
+    assert 0 < ramp[int(brow - 0.3 * h)] < 1  # a soft hairline, no line across the forehead
+
+
+def test_eyes_and_brows_follow_the_persons_change_pose_the_fakes_offset():
+    """A person with narrow eyes (their usual) gives the fake its own eyes, a blink closes them; a brow raise over
+    the person's usual raises the fake's from its own; the pose asked is the person's plus the fake's build offset."""
+    from difp_stream.pipeline.expression import POSE, ExpressionDrive, TrackExpression
+
+    drive = ExpressionDrive(_Stub(), fm.load_mesh())
+    i_eyes, i_brows = fm.MEASURES.index("eyes"), fm.MEASURES.index("brows")
+    te = TrackExpression()
+    usual = np.array([0.05, 0.1, 0.15, 0.3, 0.02, -0.05], np.float32)  # narrow eyes, high brows
+    for _ in range(40):
+        te.history.append(usual.copy())
+    te.fake = np.array([0.0, 0.2, 0.3, 0.2, 0.1, 0.05], np.float32)
+    te.pose_offset = te.fake[POSE] - usual[POSE]
+    te.smooth = usual.copy()
+    t = drive.target(te)
+    assert t[i_eyes] == pytest.approx(0.3) and t[i_brows] == pytest.approx(0.2)  # the fake's own, not sleepy
+    assert np.allclose(t[POSE], te.fake[POSE])  # the fake's own pose for the person's usual one
+    te.smooth = usual.copy()
+    te.smooth[i_eyes], te.smooth[i_brows], te.smooth[POSE[0]] = 0.0, 0.4, usual[POSE[0]] + 0.2
+    t = drive.target(te)
+    assert t[i_eyes] == pytest.approx(0.0)  # a blink closes the fake's eyes
+    assert t[i_brows] == pytest.approx(0.3)  # raised by the person's 0.1 over their usual
+    assert t[POSE[0]] == pytest.approx(te.fake[POSE[0]] + 0.2)  # the head turns as far as the person's
+
+
+def test_render_span_grows_with_the_atlas():
+    from difp_stream.pipeline.expression import ExpressionDrive, Look, TrackExpression
+
+    drive = ExpressionDrive(_Stub(), fm.load_mesh(), settle=2)
+    te = TrackExpression(smooth=np.full(6, 0.9, np.float32))
+    te.history.append(te.smooth.copy())
+    te.last_render = 0
+    assert drive.pick(te, 2, every=2)[1]  # an empty atlas: a render after ``every`` frames
+    te.atlas = [Look(crop=None, points=None, measured=np.zeros(6, np.float32)) for _ in range(4)]  # none near the target
+    assert not drive.pick(te, 5, every=2)[1]  # four renders: the span is 2 * (1 + 4 // 2) = 6 frames
+    assert drive.pick(te, 6, every=2)[1]

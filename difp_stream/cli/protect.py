@@ -67,7 +67,8 @@ def _face_args(p: argparse.ArgumentParser, c) -> None:
     f.add_argument("--carry-cutoff", type=num(int, 1, 64), default=c.carry_cutoff,
                    help=f"latent low-pass size of the carried motion (default: {c.carry_cutoff})")
     f.add_argument("--render-every", type=num(int, 1, 100), default=c.render_every, metavar="N",
-                   help="photoreal model: at most one new render per face every N frames; between, the nearest "
+                   help="photoreal model: at most one new render per face every N frames (the span grows by N with "
+                        "every 6 renders of the face's expression atlas); between, the nearest "
                         f"render of the face's expression atlas (or the last face) is warped into place "
                         f"(default: {c.render_every})")
     f.add_argument("--expression", choices=["on", "off"], default="on" if c.expression else "off",

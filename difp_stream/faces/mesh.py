@@ -135,6 +135,18 @@ def face_region(points: np.ndarray, size: int, forehead: float = 0.45) -> np.nda
     return m
 
 
+def forehead_fade(points: np.ndarray, size: int, forehead: float = 0.45, solid: float = 0.15) -> np.ndarray:
+    """float32 [size, 1]: per row, 1 from ``solid`` of the way from the brows' upper edge to the outline's top
+    downwards, fading smoothly to 0 at ``forehead`` of the way (the top of :func:`face_region`): a pasted forehead
+    meets the person's hairline without a line across it."""
+    p = np.asarray(points, np.float32)[:, :2]
+    brow_y = float(p[BROWS, 1].min())
+    h = max(brow_y - float(p[FACE_OVAL, 1].min()), 1.0)
+    lo, hi = brow_y - forehead * h, brow_y - solid * h
+    ramp = np.clip((np.arange(size, dtype=np.float32) + 0.5 - lo) / max(hi - lo, 1e-3), 0, 1)
+    return (ramp * ramp * (3 - 2 * ramp))[:, None].astype(np.float32)
+
+
 def feathered(region: np.ndarray, width: float) -> np.ndarray:
     """float32 mask in [0, 1]: 0 on and outside the region's border, rising smoothly to 1 at ``width`` px inside
     (never above zero outside the region)."""

@@ -13,13 +13,14 @@ Per track:
 - a new render aims at the original's expression from the fake's own (measured on its keyframe), the step divided by
   a per-track gain (a running least-squares fit of measured over asked change) that learns how far the linear
   directions really move this fake;
-- edits drift identity: a render farther than ``max_drift`` (dlib) from the fake's keyframe face is not used, and the
-  track's steps shrink from then on;
+- edits drift identity: a render asked to move more than ``check_above`` standard deviations whose face is farther
+  than ``max_drift`` (dlib) from the fake's keyframe face is not used, and the track's steps shrink from then on;
 - the paste mask is the fake's own face region (from its mesh) intersected with the original's, feathered inside:
   the render's hair, hat and background never reach the frame, and nothing outside the original's face is touched.
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import cv2
@@ -31,6 +32,10 @@ POSE = [fm.MEASURES.index("yaw"), fm.MEASURES.index("pitch")]
 ANCHORS = [33, 133, 362, 263, 1, 61, 291, 152, 234, 454, 10, 168]  # the face's frame, for fitting fake to original
 # how much each measure counts when picking the atlas render for a frame (in standard deviations)
 WEIGHTS = {"mouth": 2.0, "smile": 1.5, "eyes": 0.8, "brows": 0.3, "yaw": 0.7, "pitch": 0.7}
+# eye opening and brow height are partly the person's build (narrow eyes, high brows), not expression: the fake
+# takes their change from the person's own usual level (the median of the last HISTORY frames), not their value
+RELATIVE = ("eyes", "brows")
+HISTORY = 150
 
 
 @dataclass
@@ -46,10 +51,12 @@ class Look:
 @dataclass
 class TrackExpression:
     smooth: np.ndarray | None = None  # the original's measures, smoothed [6]
+    history: deque = field(default_factory=lambda: deque(maxlen=HISTORY))  # the original's recent measures
     points: np.ndarray | None = None  # the original's mesh this frame, [478, 2] in the 256 px model crop
     found: bool = False  # the mesh found the original's face this frame
     fake: np.ndarray | None = None  # the fake's measures at its keyframe (unedited) [6]
     fake_code: np.ndarray | None = None  # the fake's identity code at its keyframe
+    pose_offset: np.ndarray | None = None  # the fake's measured yaw/pitch minus the person's, at the keyframe [2]
     key: object = None  # the keyframe latent ``fake`` was measured for
     sxy: np.ndarray | None = None  # per driven measure: the gain's running sums (measured x asked, asked x asked)
     sxx: np.ndarray | None = None
@@ -66,10 +73,11 @@ class ExpressionDrive:
 
     def __init__(self, expression, mesh: fm.FaceMesh, identity=None, smoothing: float = 0.15, tolerance: float = 0.35,
                  atlas_size: int = 64, feather: float = 0.05, gains: tuple[float, float] = (0.3, 3.0),
-                 max_drift: float = 0.6):
+                 max_drift: float = 0.6, settle: int = 6, check_above: float = 1.5):
         self.x, self.mesh, self.identity = expression, mesh, identity
         self.smoothing, self.tolerance, self.atlas_size, self.feather, self.gains, self.max_drift = (
             smoothing, tolerance, atlas_size, feather, gains, max_drift)
+        self.settle, self.check_above = settle, check_above
         self.std = np.maximum(np.asarray(expression.d.std, np.float32), 1e-4)
         self.rows = list(expression.rows)
         self.weights = np.array([WEIGHTS[n] if (i in self.rows or i in POSE) else 0.0
@@ -107,6 +115,7 @@ class ExpressionDrive:
         m = fm.measures(r)[0]
         te.points = r.points[0, :, :2]
         te.smooth = m if te.smooth is None else self.smoothing * te.smooth + (1 - self.smoothing) * m
+        te.history.append(m)
         return te
 
     # ---- the fake
@@ -128,14 +137,31 @@ class ExpressionDrive:
         look = self.measure(crop)
         te.key = key
         te.fake = None if look is None else look.measured
+        te.pose_offset = None
+        if look is not None and te.smooth is not None:  # the measured pose is partly build (nose, face length)
+            te.pose_offset = look.measured[POSE] - te.smooth[POSE]
         if look is not None:
             te.fake_code = self._code(look)
             look.used = index
             te.atlas.append(look)
 
     def target(self, te: TrackExpression) -> np.ndarray:
-        """The measures to render: the original's expression (within what each measure can be) and pose."""
+        """The measures to render: the original's expression (within what each measure can be) and pose. Mouth
+        and smile are taken as they are (a shut mouth is shut on any face); eye opening as the fake's own scaled
+        by the person's opening over their usual one (a blink closes the fake's eyes, a person with narrow eyes
+        does not give the fake sleepy ones), brows as the fake's own plus the person's raise over their usual;
+        the pose as the person's plus the fake's offset at the keyframe (a longer nose is not a turned head)."""
         t = te.smooth.copy()
+        if te.pose_offset is not None:  # the pose the fake's renders show when they follow the person's
+            t[POSE] += te.pose_offset
+        if te.fake is not None and len(te.history):
+            usual = np.median(np.asarray(te.history), axis=0)
+            for name in RELATIVE:
+                i = fm.MEASURES.index(name)
+                if name == "eyes":
+                    t[i] = te.fake[i] * float(np.clip(t[i] / max(float(usual[i]), 1e-3), 0.0, 1.3))
+                else:
+                    t[i] = te.fake[i] + (t[i] - usual[i])
         for i in self.rows:
             t[i] = np.clip(t[i], *self.RANGE.get(fm.MEASURES[i], (-np.inf, np.inf)))
         return t
@@ -146,11 +172,14 @@ class ExpressionDrive:
 
     def pick(self, te: TrackExpression, index: int, every: int) -> tuple[Look | None, bool]:
         """(the atlas render nearest the original's expression and pose, whether a new render is wanted): nothing
-        near enough and none rendered in the last ``every`` frames."""
+        near enough and none rendered in the last ``every`` frames, a span that grows by ``every`` with each
+        ``settle`` renders in the atlas (a track's first second fills it; later the expressions it has seen come
+        back, and a new render is the exception)."""
         target = self.target(te)
         best = min(te.atlas, key=lambda lk: self.distance(lk.measured, target), default=None)
         far = best is None or self.distance(best.measured, target) > self.tolerance
-        return best, far and index - te.last_render >= every
+        span = every * (1 + len(te.atlas) // max(1, self.settle))
+        return best, far and index - te.last_render >= span
 
     def steps(self, te: TrackExpression, aim: np.ndarray) -> np.ndarray:
         """The steps along the directions asked of a render aiming at ``aim``: the change from the fake's own
@@ -173,8 +202,8 @@ class ExpressionDrive:
         asked = te.reach * (aim[self.rows] - te.fake[self.rows]) / self.gain(te) / sd  # in standard deviations
         got = (look.measured[self.rows] - te.fake[self.rows]) / sd
         te.sxy, te.sxx = te.sxy + asked * got, te.sxx + asked * asked
-        if te.fake_code is not None:
-            code = self._code(look)
+        if te.fake_code is not None and float(np.abs(asked).max(initial=0.0)) > self.check_above:
+            code = self._code(look)  # (a small edit barely moves identity: the carried-face check sees it later)
             if code is not None and float(np.linalg.norm(code - te.fake_code)) > self.max_drift:
                 te.reach = max(0.6, 0.9 * te.reach)
                 te.rejected += 1
@@ -214,15 +243,17 @@ class ExpressionDrive:
              crop: np.ndarray | None = None) -> np.ndarray | None:
         """The paste mask for a fake ``crop`` of ``size`` px whose mesh is ``points`` (in its pixels; None:
         unknown): the fake's face region, less its dark hair over the forehead, intersected with the original's,
-        feathered inside both; None when the original's mesh is unknown this frame (the caller's default mask)."""
+        feathered inside both and faded out up the forehead; None when the original's mesh is unknown this frame
+        (the caller's default mask)."""
         if te is None or te.points is None:
             return None
-        region = fm.face_region(te.points * (size / fm.SIZE), size)
+        own = te.points * (size / fm.SIZE)  # the original's mesh in this crop
+        region = fm.face_region(own, size)
         if points is not None and len(points):
             region &= fm.face_region(points, size)
             if crop is not None:
                 region &= ~self._hair(crop, points)
-        return fm.feathered(region, self.feather * size)
+        return np.minimum(fm.feathered(region, self.feather * size), fm.forehead_fade(own, size))
 
     @staticmethod
     def _hair(crop: np.ndarray, points: np.ndarray) -> np.ndarray:
