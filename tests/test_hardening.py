@@ -264,6 +264,16 @@ def test_9_a_key_file_never_lands_on_the_input_or_the_output(tmp_path, clip, mod
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
 
 
+def test_9_an_input_named_like_the_default_key_path_is_refused(tmp_path, clip, model_dir, capsys):
+    for name in ("o.mp4.difpkeys", "o.mp4.difpkeys.secret", "o.mp4.difpkeys.secret.pub"):
+        src = tmp_path / name  # (a video in a container named like the key file or its key pair)
+        src.write_bytes(clip.read_bytes())
+        assert run(src, tmp_path / "o.mp4", "--model", model_dir, "--overwrite") == 4
+        assert src.read_bytes() == clip.read_bytes() and "name of its own" in capsys.readouterr().err
+        assert not (tmp_path / "o.mp4").exists()
+        src.unlink()
+
+
 def _cli(args, **kw):
     return subprocess.Popen([sys.executable, "-c", "import sys; from difp_stream.cli import main; sys.exit(main())",
                              *map(str, args), "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE,
@@ -458,3 +468,120 @@ def test_17_passphrase_secret_mode_and_a_remuxed_video(tmp_path, clip, model_dir
     assert run(make_clip(tmp_path / "c2.mp4", frames=12, fps=10), other, "--model", model_dir, "--no-keys") == 0
     assert run("recover", other, tmp_path / "back2.mp4", "--keys", str(out) + ".difpkeys", "--identity", secret,
                "--model", model_dir) == 5
+
+
+def test_15_a_source_lost_after_delivering_frames_still_backs_off(tmp_path):
+    """A source that delivers a few frames and drops (a looping HTTP source, a flaky camera) is reconnected with
+    the doubling backoff, not at once: only a connection that stayed up ``stable`` seconds resets it."""
+    from difp_stream.video.source import LiveSource, SourceOptions
+
+    src = make_clip(tmp_path / "loop.mkv", frames=24, audio=False)
+    s = LiveSource(f"file://{src}", SourceOptions(retry_delay=0.05, max_delay=0.4, retries=2), log=lambda m: None)
+    s.start()
+    deadline = time.monotonic() + 120
+    while len(s.waits) < 5 and time.monotonic() < deadline and not s.done.is_set():
+        while s.get(0.05) is not None:
+            pass
+    s.stop()
+    assert s.waits[:5] == [0.05, 0.1, 0.2, 0.4, 0.4], (s.waits, s.error)
+    assert s.connects >= 5 and s.frames >= 5 and s.error is None  # each connection delivered: never given up
+
+
+def test_18_an_empty_passphrase_is_refused_and_a_readable_signing_key_warned(tmp_path, clip, model_dir, pair,
+                                                                            capsys, monkeypatch):
+    monkeypatch.setenv("DIFP_PASSPHRASE", "")
+    with pytest.raises(SystemExit) as e:
+        main(["keygen", str(tmp_path / "k.key")])
+    assert e.value.code == 2 and "DIFP_PASSPHRASE is set but empty" in capsys.readouterr().err
+    assert not (tmp_path / "k.key").exists()  # no unencrypted secret written by mistake
+    monkeypatch.delenv("DIFP_PASSPHRASE")
+    signer, _ = generate_signer(tmp_path / "signer.key")
+    os.chmod(signer, 0o640)
+    assert run(clip, tmp_path / "o.mp4", "--model", model_dir, "--recipient", pair[3], "--sign-key", signer) == 0
+    err = capsys.readouterr().err
+    assert "warning: signing key" in err and "can be read by other users (mode 0640)" in err
+
+
+def test_19_export_writes_its_audit_line_first(tmp_path, clip, model_dir, pair, capsys):
+    _, _, secret, pub = pair
+    out = tmp_path / "o.mp4"
+    assert run(clip, out, "--model", model_dir, "--recipient", pub) == 0
+    keys = str(out) + ".difpkeys"
+    Path(keys + ".audit.log").mkdir()  # the audit log cannot be written
+    export = ["keys", "export", keys, "--identity", str(secret), "--export-track", "0", "--to", str(pub),
+              "--out", str(tmp_path / "t0.difpkeys")]
+    assert main(export) == 4
+    err = capsys.readouterr().err
+    assert "cannot write the audit log" in err and "nothing was exported" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.glob("t0*")) + sorted(p.name for p in tmp_path.glob(".t0*")) == []
+    Path(keys + ".audit.log").rmdir()
+    assert main(export) == 0
+    lines = Path(keys + ".audit.log").read_text().splitlines()
+    assert json.loads(lines[-1])["action"] == "export" and (tmp_path / "t0.difpkeys").is_file()
+
+
+@pytest.mark.parametrize("password", ["p/ss", "p@ss", "a:b#c?d", "%2F%40x", "ünï cødé/@:"])
+def test_20_credentials_are_redacted_whatever_the_password_holds(password):
+    from difp_stream.errors import redact, redact_message
+
+    url = f"rtsp://admin:{password}@10.1.2.3:554/live/ch0"
+    assert redact(url) == "rtsp://***@10.1.2.3:554/live/ch0"
+    msg = redact_message(f"{url}: Connection refused (password {password})", url)
+    assert password not in msg and "admin:" not in msg and "10.1.2.3:554" in msg
+    assert redact("rtsp://cam.local/path@2") == "rtsp://cam.local/path@2"  # no credentials: nothing taken
+
+
+def _with_gps_subtitles(tmp_path: Path) -> Path:
+    """A clip with a subtitle track of telemetry, as drones and dashcams write it."""
+    src = make_clip(tmp_path / "plain.mkv", frames=6, audio=False)
+    srt = tmp_path / "gps.srt"
+    srt.write_text("1\n00:00:00,000 --> 00:00:01,000\nGPS 48.8584N 2.2945E SN-12345\n\n")
+    out = tmp_path / "drone.mkv"
+    with av.open(str(src)) as v, av.open(str(srt)) as t, av.open(str(out), "w") as o:
+        outs = [(i, o.add_stream_from_template(i.streams[0])) for i in (v, t)]  # (every stream before a packet)
+        for i, to in outs:
+            for p in i.demux(i.streams[0]):
+                if p.dts is not None:
+                    p.stream = to
+                    o.mux(p)
+    return out
+
+
+def test_21_subtitle_tracks_are_dropped_unless_asked(tmp_path, model_dir, capsys):
+    src = _with_gps_subtitles(tmp_path)
+
+    def subtitles(path):
+        with av.open(str(path)) as c:
+            return [bytes(p) for s in c.streams.subtitles for p in c.demux(s) if p.size]
+
+    assert subtitles(src) == [b"GPS 48.8584N 2.2945E SN-12345"]
+    assert run(src, tmp_path / "o.mkv", "--model", model_dir, "--no-keys") == 0
+    assert subtitles(tmp_path / "o.mkv") == [] and count_frames(tmp_path / "o.mkv") == 6
+    assert "subtitle track(s) dropped" in capsys.readouterr().err
+    assert run(src, tmp_path / "k.mkv", "--model", model_dir, "--no-keys", "--keep-subtitles") == 0
+    assert subtitles(tmp_path / "k.mkv") == [b"GPS 48.8584N 2.2945E SN-12345"]
+
+
+def _png_declaring(path: Path, w: int, h: int) -> Path:
+    """A few-kB PNG whose header declares ``w`` x ``h`` (a decompression bomb's header)."""
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+    data = zlib.compress(b"\x00" * (w * 3 + 1) * 4)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    return path
+
+
+def test_22_an_image_declaring_too_many_pixels_is_refused_and_the_folder_goes_on(tmp_path, model_dir, pair, capsys):
+    d = tmp_path / "in"
+    d.mkdir()
+    cv2.imwrite(str(d / "a.jpg"), astronaut()[:, :, ::-1])
+    _png_declaring(d / "b.png", 60000, 60000)  # beyond OpenCV's own limit: was a cv2.error traceback
+    _png_declaring(d / "c.png", 20000, 20000)  # was 5 GB of memory
+    out = tmp_path / "out"
+    assert run(d, out, "--model", model_dir, "--recipient", pair[3]) == 3
+    err = capsys.readouterr().err
+    assert "2 of 3 images could not be read" in err and "declares more pixels than the 120 MP" in err
+    assert "Traceback" not in err and "cv2.error" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["a.jpg", "a.jpg.difpkeys"]
+    assert run(d / "c.png", tmp_path / "c_out.png", "--model", model_dir, "--no-keys") == 3

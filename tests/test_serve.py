@@ -35,7 +35,7 @@ def test_bad_configs_fail_before_anything_starts_naming_the_problem(tmp_path, ca
     pub.write_text("x")
     cam = f'[[camera]]\nname = "a"\ninput = "rtsp://h/s"\noutputs = ["{tmp_path}/a_%H%M%S.mp4"]\nrecipient = "{pub}"\n'
     cases = [
-        ("[model]\nbatch = 0\n" + cam, "model.batch: must be at least 1"),
+        ("[model]\nbatch = 0\n" + cam, "model.batch: must be between 1 and 256, got 0"),
         ("[model]\nbatchsize = 4\n" + cam, "model.batchsize: unknown key"),
         ("[model]\nwait_ms = \"fast\"\n" + cam, "model.wait_ms: expected an integer or a number"),
         ("[modle]\n" + cam, "modle: unknown section"),
@@ -47,6 +47,18 @@ def test_bad_configs_fail_before_anything_starts_naming_the_problem(tmp_path, ca
         (cam + "threshold = 7\n", "camera[0] (a): argument --threshold: 7 is out of range"),
         (cam + "thresold = 0.5\n", "camera[0].thresold: not a camera option"),
         ("not toml [", "not valid TOML"),
+        ("[model]\nreplicas = 1e9\n" + cam, "model.replicas: expected an integer"),
+        ("[model]\nreplicas = 1000000000\n" + cam, "model.replicas: must be between 1 and 64"),
+        ("[model]\ncpus = -1\n" + cam, "model.cpus: must be between 0 and 1024, got -1"),
+        ("[model]\nthreads = -2\n" + cam, "model.threads: must be between"),
+        ("[model]\nwait_ms = nan\n" + cam, "model.wait_ms: must be between 0 and 10000, got nan"),
+        ("[model]\ngpus = inf\n" + cam, "model.gpus: must be between"),
+        ("[serve]\nstats_seconds = -1\n" + cam, "serve.stats_seconds: must be between 0.5 and 3600"),
+        (cam + "cpus = 0\n", "camera[0].cpus: must be between"),
+        (cam + cam.replace('name = "a"', 'name = "b"'), "camera[1].outputs: '" + f"{tmp_path}/a_%H%M%S.mp4"
+         + "' is already written by camera 'a'"),
+        (cam.replace('.mp4"]', '.mp4", "rtsp://r/x", "rtsp://r/x"]'), "'rtsp://r/x' is already written by this camera"),
+        (cam.replace('outputs = [', 'outputs = ["rtsp://h/s", '), "'rtsp://h/s' is the camera's own input"),
     ]
     for i, (body, why) in enumerate(cases):
         assert _rc(["serve", str(_config(tmp_path / f"c{i}.toml", body))]) == 2, body
@@ -142,3 +154,50 @@ def test_three_cameras_one_model_service_and_a_worker_restarted(tmp_path, model_
                 assert np.linalg.norm(fc.descriptor(f, face.landmarks) - ref) > 0.6, n
         keys = sorted(out.glob(f"{n}_*.difpkeys"))
         assert keys and all(KeyReader(k, load_secret(secret)).header for k in keys)
+
+
+def test_sigterm_stops_serve_like_ctrl_c(tmp_path, model_dir):
+    """SIGTERM (systemd, docker stop, Kubernetes) ends `serve` as Ctrl-C does: a 'stopping' line, exit 0, the open
+    segment finalised (playable, no partial left) with its keys complete. Waits for events, not for seconds."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from difp_stream.keys import KeyReader, generate, load_secret
+    from difp_stream.video.synthetic import make_clip
+
+    secret, pub = generate(tmp_path / "auditor")
+    clip = make_clip(tmp_path / "cam.mp4", frames=900, fps=10, audio=False)  # 90 s played as a camera
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = _config(tmp_path / "one.toml", f'[model]\nname = "{model_dir}"\n[serve]\nstats_seconds = 1\n'
+                                         f'[[camera]]\nname = "cam"\ninput = "{clip}"\nlive = true\n'
+                                         f'outputs = ["{out}/cam_%H%M%S.mp4"]\nrecipient = "{pub}"\n')
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "cli.py", "serve", str(cfg)], cwd=root, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    status = tmp_path / "one.toml.status.json"
+    try:
+        deadline = time.monotonic() + 300  # (a loaded machine starts Ray and the model slowly)
+        written = 0
+        while time.monotonic() < deadline and proc.poll() is None and written < 5:
+            time.sleep(0.5)
+            try:
+                cam = json.loads(status.read_text())["cameras"]["cam"]
+                written = cam["stats"].get("frames_out", 0)
+            except (OSError, ValueError, KeyError):
+                pass
+        assert written >= 5, (proc.poll(), status.read_text() if status.exists() else None)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert "serve: stopping the cameras" in err
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no partial segment or key file
+    segments = _segments(out, "cam")
+    assert segments and len(_frames(segments)) >= 5
+    for seg in segments:
+        assert KeyReader(str(seg) + ".difpkeys", load_secret(secret)).complete

@@ -150,7 +150,8 @@ def check_key_path(key_path: Path, *others: Path) -> None:
 
     for other in others:
         if key_path.resolve() == other.resolve() or (key_path.exists() and other.exists() and key_path.samefile(other)):
-            raise OutputError(f"--keys {key_path} is also the input or the output; give the key file a name of its own")
+            raise OutputError(f"the key file {key_path} would be the input or the output ({other}): give the key "
+                              "file a name of its own (--keys), or the output another name")
 
 
 def key_shapes(model, key_resolution: int) -> dict:
@@ -226,4 +227,7 @@ def passphrase(args) -> bytes | None:
                              "by mistake: omit --passphrase-file for an unencrypted one)")
         return text
     env = os.environ.get("DIFP_PASSPHRASE")
+    if env is not None and not env.strip():
+        raise UsageError("DIFP_PASSPHRASE is set but empty (a secret is never left unencrypted by mistake: unset it "
+                         "for an unencrypted one)")
     return env.encode() if env else None

@@ -50,17 +50,8 @@ def key_reading_args(p: argparse.ArgumentParser) -> None:
 
 
 def open_keys(args):
-    import stat
-
     from ..keys import KeyReader, default_trusted, load_secret, load_verifier
 
-    try:
-        mode = stat.S_IMODE(os.stat(args.identity).st_mode)
-    except OSError:
-        mode = 0
-    if mode & 0o077:
-        print(f"warning: {args.identity} can be read by other users (mode {mode:04o}); `chmod 600` it",
-              file=sys.stderr)
     trusted = default_trusted() + [load_verifier(t) for t in args.trust]
     return KeyReader(args.keys, load_secret(args.identity, passphrase(args)), partial=args.partial, trusted=trusted)
 
@@ -136,12 +127,8 @@ def cmd_recover(argv: list[str]) -> int:
         model, device = model_for_keys(args, reader.header)
         rec = FaceRecoverer(make_protector(args, model, device), reader.records(args.track))
         tracks = sorted(args.track) if args.track else reader.tracks
-        try:  # no disclosure without its audit line: written first, and a log that cannot be written stops it
-            log = audit.append(args.keys, "recover", tracks=tracks, input=str(src),
-                               input_sha256=audit.sha256_file(src), output=str(dst), faces=faces)
-        except OSError as e:
-            raise OutputError(f"cannot write the audit log {audit.audit_path(args.keys)}: {e.strerror or e}; "
-                              "nothing was restored") from None
+        log = audited(args.keys, "recover", "nothing was restored", tracks=tracks, input=str(src),
+                      input_sha256=audit.sha256_file(src), output=str(dst), faces=faces)
         if kind == "video":
             # 4:4:4 so that restored faces are not blurred again by chroma subsampling; exact records: lossless
             crf = args.crf if args.crf is not None else 0 if lossless else 4
@@ -153,6 +140,18 @@ def cmd_recover(argv: list[str]) -> int:
         return EXIT_OK
     except expected() as e:
         return fail(e)
+
+
+def audited(keys: str, action: str, otherwise: str, **fields) -> Path:
+    """The audit line of a disclosure, written before it: a log that cannot be written stops it (exit 4)."""
+    from ..keys import audit
+    from ..video import OutputError
+
+    try:
+        return audit.append(keys, action, **fields)
+    except OSError as e:
+        raise OutputError(f"cannot write the audit log {audit.audit_path(keys)}: {e.strerror or e}; {otherwise}") \
+            from None
 
 
 def cmd_keys(argv: list[str]) -> int:
@@ -167,7 +166,7 @@ def cmd_keys(argv: list[str]) -> int:
     ex.add_argument("--to", required=True, help="public key of the new recipient")
     ex.add_argument("--out", required=True, help="the new key file")
     args = p.parse_args(argv)
-    from ..keys import audit, load_public
+    from ..keys import load_public
 
     try:
         reader = open_keys(args)
@@ -177,8 +176,9 @@ def cmd_keys(argv: list[str]) -> int:
             if Path(args.out).exists():
                 raise FileExistsError(f"{args.out} exists")
             check_key_path(Path(args.out), Path(args.keys))
-            reader.export_track(args.track, load_public(args.to), args.out)
-            audit.append(args.keys, "export", tracks=[args.track], to=args.to, out=args.out)
+            to = load_public(args.to)
+            audited(args.keys, "export", "nothing was exported", tracks=[args.track], to=args.to, out=args.out)
+            reader.export_track(args.track, to, args.out)
             print(f"track {args.track} re-sealed to {args.to}: {args.out}")
         return EXIT_OK
     except expected() as e:

@@ -34,6 +34,9 @@ def protect_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-metadata", action="store_true",
                    help="keep the input's descriptive metadata (title, comments, GPS location, camera make and serial, "
                         "creation time); by default only technical metadata is kept")
+    p.add_argument("--keep-subtitles", action="store_true",
+                   help="copy the input's subtitle tracks (by default dropped: drones and dashcams write GPS, "
+                        "speed and serials as subtitles)")
     _live_args(p)
     _key_args(p)
     return p
@@ -209,8 +212,11 @@ class Run:
 
             open_input(src).close()  # a clear input error before anything is written
             a.codec = choose_codec(dst, a.codec)  # a codec the container cannot hold: exit 2, up front
-        if self.keys and a.keys and self.kind != "folder":
-            check_key_path(Path(a.keys), src, dst)
+        if self.keys and self.kind != "folder":  # (the default names too: an input called o.mp4.difpkeys)
+            check_key_path(Path(a.keys) if a.keys else key_path_for(dst), src, dst)
+            if not a.recipient:
+                for made in auto_pair(dst):
+                    check_key_path(made, src, dst)
         if self.kind == "folder":
             self.files = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_EXT)
             if not self.files:
@@ -265,7 +271,8 @@ class Run:
         stopped = None
         try:
             n = transcode(self.src, self.dst, fp.process, codec=a.codec, crf=a.crf, preset=a.preset,
-                          progress=not a.no_progress, metadata=meta, keep_metadata=a.keep_metadata)
+                          progress=not a.no_progress, metadata=meta, keep_metadata=a.keep_metadata,
+                          keep_subtitles=a.keep_subtitles)
         except Interrupted as e:  # the frames done so far are a playable output: their keys go with them
             stopped, n = e, e.frames
         if writer:  # the video's encoded packets, as written: they survive a remux that drops the tag

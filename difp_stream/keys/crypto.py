@@ -1,7 +1,9 @@
 """X25519 identities and sealing: ephemeral X25519 + HKDF-SHA256 + AES-256-GCM (the ``cryptography`` package)."""
 from __future__ import annotations
 
+import logging
 import os
+import stat
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -11,6 +13,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..errors import KeyError_
+
+log = logging.getLogger(__name__)
 
 
 def generate(secret_path: str | Path, passphrase: bytes | None = None) -> tuple[Path, Path]:
@@ -30,7 +34,10 @@ def generate(secret_path: str | Path, passphrase: bytes | None = None) -> tuple[
 
 
 def load_pem(path: str | Path, cls, what: str, private: bool, passphrase: bytes | None = None, hint: str = ""):
-    """A PEM key of type ``cls`` from ``path``, or a :class:`KeyError_` that says what is wrong with it."""
+    """A PEM key of type ``cls`` from ``path``, or a :class:`KeyError_` that says what is wrong with it; a private
+    key that other users can read is used with a warning."""
+    if private:
+        warn_if_readable(path, what)
     try:
         data = Path(path).read_bytes()
         key = (serialization.load_pem_private_key(data, password=passphrase) if private
@@ -43,6 +50,18 @@ def load_pem(path: str | Path, cls, what: str, private: bool, passphrase: bytes 
         raise KeyError_(f"{path} is not an {cls.__name__.replace('PrivateKey', '').replace('PublicKey', '')} "
                         f"{what}{hint}")
     return key
+
+
+def warn_if_readable(path: str | Path, what: str) -> bool:
+    """Warn (and say True) when the group or others may read the private key file at ``path``."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return False
+    if mode & 0o077:
+        log.warning(f"{what} {path} can be read by other users (mode {mode:04o}): `chmod 600 {path}`")
+        return True
+    return False
 
 
 def load_public(path: str | Path) -> X25519PublicKey:

@@ -170,4 +170,10 @@ class KeyReader:
         parts.append(("S", recs[last].body))
         for kind, body in parts:
             out.write(_HEAD.pack(ord(kind), len(body)) + body)
-        Path(path).write_bytes(out.getvalue())
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.partial")  # nothing half-written under the final name
+        try:
+            tmp.write_bytes(out.getvalue())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)

@@ -26,6 +26,7 @@
 """
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -37,6 +38,11 @@ MODEL_KEYS = {"name": str, "backend": str, "batch": int, "wait_ms": (int, float)
               "gpus": (int, float), "threads": int, "sampling": dict}
 SERVE_KEYS = {"stats_seconds": (int, float), "status_file": str}
 CAMERA_KEYS = {"name": str, "input": str, "outputs": list, "cpus": (int, float)}
+# the numeric fields' ranges (inclusive): a typo such as ``replicas = 1e9`` or ``stats_seconds = -1`` stops at --check
+MODEL_RANGES = {"batch": (1, 256), "wait_ms": (0, 10_000), "replicas": (1, 64), "cpus": (0, 1024), "gpus": (0, 64),
+                "threads": (0, 1024)}
+STATS_RANGE = (0.5, 3600)
+CAMERA_CPUS = (0.01, 1024)
 NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -92,6 +98,11 @@ def _typed(where: str, d: dict, allowed: dict) -> dict:
     return d
 
 
+def _in_range(where: str, v, lo: float, hi: float) -> None:
+    if not math.isfinite(v) or not lo <= v <= hi:
+        raise UsageError(f"{where}: must be between {lo} and {hi}, got {v!r}")
+
+
 def _kind(t) -> str:
     names = {str: "a string", int: "an integer", float: "a number", list: "a list", dict: "a table"}
     return " or ".join(names[x] for x in (t if isinstance(t, tuple) else (t,)))
@@ -139,17 +150,15 @@ def load(path: str | Path) -> ServeConfig:
         if k not in ("model", "serve", "defaults", "camera"):
             raise UsageError(f"{k}: unknown section (known: model, serve, defaults, camera)")
     model = ModelSpec(**_typed("model", dict(raw.get("model", {})), MODEL_KEYS))
-    for k, lo in (("batch", 1), ("replicas", 1)):
-        if getattr(model, k) < lo:
-            raise UsageError(f"model.{k}: must be at least {lo}, got {getattr(model, k)}")
-    if model.wait_ms < 0 or model.cpus < 0 or model.gpus < 0:
-        raise UsageError("model.wait_ms, model.cpus and model.gpus cannot be negative")
+    for k, (lo, hi) in MODEL_RANGES.items():
+        _in_range(f"model.{k}", getattr(model, k), lo, hi)
     serve = _typed("serve", dict(raw.get("serve", {})), SERVE_KEYS)
+    _in_range("serve.stats_seconds", serve.get("stats_seconds", 5.0), *STATS_RANGE)
     defaults = _options("defaults", dict(raw.get("defaults", {})))
     cams = raw.get("camera", [])
     if not isinstance(cams, list) or not cams:
         raise UsageError("camera: at least one [[camera]] table is needed")
-    cameras, names = [], set()
+    cameras, names, taken = [], set(), {}  # taken: every output (a file pattern, resolved; a URL) -> its camera
     for i, c in enumerate(cams):
         where = f"camera[{i}]"
         for k in ("name", "input", "outputs"):
@@ -164,6 +173,16 @@ def load(path: str | Path) -> ServeConfig:
         outs = c["outputs"]
         if not outs or not all(isinstance(o, str) and o for o in outs):
             raise UsageError(f"{where}.outputs: a list of RTSP URLs and/or one file pattern")
+        _in_range(f"{where}.cpus", c.get("cpus", 1.0), *CAMERA_CPUS)
+        for o in outs:  # two writers of one file (or one publish URL) corrupt each other's segments and keys
+            ident = o if "://" in o else str(Path(o).expanduser().resolve())
+            if o == c["input"] or ident == str(Path(c["input"]).expanduser().resolve()):
+                raise UsageError(f"{where}.outputs: {o!r} is the camera's own input")
+            if ident in taken:
+                who = "this camera (listed twice)" if taken[ident] == c["name"] else f"camera {taken[ident]!r}"
+                raise UsageError(f"{where}.outputs: {o!r} is already written by {who} (each output, file pattern "
+                                 "or URL, belongs to one camera)")
+            taken[ident] = c["name"]
         merged = {**defaults, **opts}
         files = [o for o in outs if "://" not in o]
         if len(files) > 1:

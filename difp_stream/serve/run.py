@@ -107,9 +107,9 @@ def serve(cfg: ServeConfig, address: str | None = None, duration: float = 0.0, s
 
     from ..cli.protect import stop_on_sigterm
 
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, stop_on_sigterm)
     services, workers = start(cfg, address)
+    if threading.current_thread() is threading.main_thread():  # after ray.init, which puts in its own handler
+        signal.signal(signal.SIGTERM, stop_on_sigterm)  # (whose exit left the open segments unfinalised)
     _log(f"serve: {len(workers)} cameras, {len(services)} model replica(s) ({cfg.model.name}, batch "
          f"{cfg.model.batch}, wait {cfg.model.wait_ms:g} ms) on Ray {ray.__version__}; status: {cfg.status_file}")
     seen: dict = {}

@@ -160,7 +160,7 @@ class _Output:
     and the copied audio and subtitle streams. A failed write (disk full, file too large) is an OutputError."""
 
     def __init__(self, inp, vin, dst: Path, tmp: Path, codec: str, crf: int, preset: str, pix_fmt: str | None,
-                 rotation: int, metadata: dict | None, keep_metadata: bool, warn):
+                 rotation: int, metadata: dict | None, keep_metadata: bool, warn, keep_subtitles: bool = False):
         self.dst = dst
         try:
             self.c = av.open(str(tmp), "w", options=container_options(dst))
@@ -180,7 +180,10 @@ class _Output:
         self.c.metadata.update(metadata or {})
         v.metadata.update(kept_metadata(vin.metadata, keep_metadata, TECHNICAL_STREAM_TAGS))
         self.copies = {}
-        for s in list(inp.streams.audio) + list(inp.streams.subtitles):
+        if inp.streams.subtitles and not keep_subtitles:  # drones and dashcams write GPS and serials as subtitles
+            log.info(f"{len(inp.streams.subtitles)} subtitle track(s) dropped (they can carry GPS, names or serials; "
+                     "--keep-subtitles keeps them)")
+        for s in list(inp.streams.audio) + (list(inp.streams.subtitles) if keep_subtitles else []):
             try:
                 self.copies[s] = self.c.add_stream_from_template(s)
                 self.copies[s].metadata.update(kept_metadata(s.metadata, keep_metadata, TECHNICAL_STREAM_TAGS))
@@ -215,9 +218,11 @@ class _Output:
 def transcode(src: str | Path, dst: str | Path, process: Callable[[int, np.ndarray], np.ndarray],
               codec: str | None = None, crf: int = 18, preset: str = "veryfast", progress: bool = True,
               desc: str = "protecting", on_warning: Callable[[str], None] | None = None,
-              metadata: dict | None = None, pix_fmt: str | None = None, keep_metadata: bool = False) -> int:
+              metadata: dict | None = None, pix_fmt: str | None = None, keep_metadata: bool = False,
+              keep_subtitles: bool = False) -> int:
     """Decode ``src``, call ``process(index, rgb)`` on every frame (display orientation), encode to ``dst``.
-    Audio/subtitle streams are copied packet by packet; identifying metadata is dropped unless ``keep_metadata``.
+    Audio streams (and subtitle streams with ``keep_subtitles``) are copied packet by packet; identifying metadata
+    is dropped unless ``keep_metadata``.
     The output is written to a hidden partial file and renamed when complete; on error it is removed; on Ctrl-C
     (or SIGTERM, raised as KeyboardInterrupt by the caller) it is finalised (playable) and kept. Returns frames
     written."""
@@ -230,7 +235,8 @@ def transcode(src: str | Path, dst: str | Path, process: Callable[[int, np.ndarr
     vin.thread_type = "AUTO"
     tmp = partial_path(dst)
     try:
-        out = _Output(inp, vin, dst, tmp, codec, crf, preset, pix_fmt, rotation, metadata, keep_metadata, warn)
+        out = _Output(inp, vin, dst, tmp, codec, crf, preset, pix_fmt, rotation, metadata, keep_metadata, warn,
+                      keep_subtitles)
     except BaseException:
         inp.close()
         raise

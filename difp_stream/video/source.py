@@ -32,6 +32,7 @@ class SourceOptions:
     retries: int = 10  # consecutive failed connection attempts before giving up (-1: never give up)
     retry_delay: float = 0.5  # first wait between attempts; doubles up to max_delay
     max_delay: float = 8.0
+    stable: float = 30.0  # a connection that delivered frames this long resets the backoff to retry_delay
     queue: int = 8  # frames buffered between the decoder and the filter
     realtime: bool = False  # pace a file source at its frame rate (a simulated camera)
 
@@ -74,6 +75,7 @@ class LiveSource:
         self.connects = 0  # successful connections
         self.corrupt = 0  # packets the decoder rejected (skipped up to the next keyframe)
         self.gaps: list[float] = []  # seconds without frames between a loss and the next frame
+        self.waits: list[float] = []  # the backoff waited before each reconnection, in seconds
         self._thread = threading.Thread(target=self._run, name="difp-live-source", daemon=True)
 
     def start(self) -> "LiveSource":
@@ -106,7 +108,9 @@ class LiveSource:
                        timeout=(self.opts.timeout + 5, None))  # reads: the RTSP socket timeout
 
     def _run(self) -> None:
-        # a connection that opens but delivers no frame counts as a failed attempt: the same backoff, the same limit
+        # a connection that opens but delivers no frame counts as a failed attempt: the same backoff, the same limit;
+        # one that delivered frames is not a failure (never given up on), but only one that stayed up for
+        # ``stable`` seconds resets the backoff (a source that loops or drops every few seconds is not hammered)
         failures, lost_at, delay = 0, None, self.opts.retry_delay
         try:
             while not self._stop.is_set():
@@ -119,7 +123,7 @@ class LiveSource:
                     err = e
                 else:
                     self.connects += 1
-                    before = self.frames
+                    before, opened = self.frames, time.monotonic()
                     try:
                         lost_at = self._read(c, lost_at)
                     finally:
@@ -127,8 +131,12 @@ class LiveSource:
                     if not is_url(self.url) or self._stop.is_set():
                         return  # a file source ends at its end
                     if self.frames > before:
-                        failures, delay = 0, self.opts.retry_delay
-                        self.log(f"source {self.name} lost; reconnecting")
+                        failures = 0
+                        if lost_at - opened >= self.opts.stable:
+                            delay = self.opts.retry_delay
+                        self.log(f"source {self.name} lost; reconnecting in {delay:.1f} s")
+                        self._backoff(delay)
+                        delay = min(delay * 2, self.opts.max_delay)
                         continue
                     err = InputError("the connection delivered no frame")
                 failures += 1
@@ -136,12 +144,16 @@ class LiveSource:
                     self.error = InputError(f"cannot open {self.name} after {failures} attempt(s): {redact_message(err, self.url)}")
                     return
                 self.log(f"source {self.name}: {redact_message(err, self.url)}; retrying in {delay:.1f} s")
-                self._stop.wait(delay)
+                self._backoff(delay)
                 delay = min(delay * 2, self.opts.max_delay)
         finally:
             self.done.set()
             with self._cv:
                 self._cv.notify_all()
+
+    def _backoff(self, delay: float) -> None:
+        self.waits.append(delay)
+        self._stop.wait(delay)
 
     def _frames(self, c, v):
         """Decoded frames; ``None`` for a packet the decoder rejects (a damaged packet is skipped, not a lost
