@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -109,7 +108,7 @@ def cmd_recover(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from ..keys import audit
     from ..pipeline import FaceRecoverer
-    from ..video import OutputError, transcode
+    from ..video import transcode
     from ..video.images import read_image, write_image
 
     src, dst = Path(args.protected), Path(args.output)
