@@ -212,7 +212,7 @@ def test_recover_errors_are_clear(tmp_path, two_face_clip, model_dir, pair, caps
     assert not any((tmp_path / f"r{i}.mp4").exists() for i in range(1, 5))  # never a garbage video
     assert main(["keys", "list", keys, "--identity", str(secret)]) == 0
     listing = capsys.readouterr().out
-    assert "complete" in listing and "    0     10      0     9" in listing
+    assert "complete" in listing and "    0     10        0      0     9" in listing
 
 
 def test_default_makes_a_key_pair_loudly(tmp_path, two_face_clip, model_dir, capsys):

@@ -191,13 +191,18 @@ def _list(reader, path: str) -> None:
           f"{'complete' if reader.complete else 'INCOMPLETE'}"
           + (f", export of track {reader.export['exported_track']}" if reader.export else ""))
     spans: dict[int, list[int]] = {}
+    blurred: dict[int, int] = {}
     exact = 0
     for r in reader.records():
         spans.setdefault(r.track_id, []).append(r.frame_index)
-        exact += r.exact is not None
-    print("track  faces  first  last")
+        blurred[r.track_id] = blurred.get(r.track_id, 0) + r.covered
+        exact += r.exact is not None and not r.covered
+    print("track  faces  blurred  first  last")
     for t in reader.tracks:
         fr = spans.get(t, [])
-        print(f"{t:5d}  {len(fr):5d}  {min(fr) if fr else '-':>5}  {max(fr) if fr else '-':>4}")
+        print(f"{t:5d}  {len(fr):5d}  {blurred.get(t, 0):7d}  {min(fr) if fr else '-':>5}  {max(fr) if fr else '-':>4}")
     if exact:
         print(f"{exact} face records carry the original's pixels (exact or faithful recovery)")
+    if sum(blurred.values()):
+        print(f"{sum(blurred.values())} face records are faces the filter blurred (their original pixels; recover "
+              "restores them too)")

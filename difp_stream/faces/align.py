@@ -178,16 +178,20 @@ def paste(frame: np.ndarray, face: np.ndarray, m: np.ndarray, original: np.ndarr
     frame[y0:y1, x0:x1] = np.clip(roi * (1 - alpha) + warped * alpha + 0.5, 0, 255).astype(np.uint8)
 
 
-def obscure(frame: np.ndarray, m: np.ndarray, size: int = 128, margin: float = 0.06, grow: float = 1.5) -> None:
-    """Fail-closed cover: pixelate and blur a region ``grow`` times the aligned face (forehead, ears and jaw
-    included) in place. Nothing recognisable survives: the face becomes a 4x4 mosaic, smoothed."""
+def obscure(frame: np.ndarray, m: np.ndarray, size: int = 128, margin: float = 0.06,
+            grow: float = 1.1) -> tuple[int, int, int, int] | None:
+    """Fail-closed cover: pixelate and blur the aligned face's square (``m`` takes the frame to a ``size`` crop),
+    ``grow`` times as wide (for the 128 template: the face with its forehead and jaw, about 1.8x the eye-to-chin
+    height) in place. Nothing recognisable survives: the face becomes a 4x4 mosaic, smoothed. Returns the frame box
+    the cover changed (what its key record holds), or None where the square lies outside the frame."""
     c = size / 2
     m = (np.array([[1 / grow, 0, c * (1 - 1 / grow)], [0, 1 / grow, c * (1 - 1 / grow)]], np.float32)
          @ np.vstack([m, [0, 0, 1]]).astype(np.float32))
     box = roi_of(m, size, frame.shape[:2])
     if box is None:
-        return
+        return None
     face = crop(frame, m, size)
     tiny = cv2.resize(face, (4, 4), interpolation=cv2.INTER_AREA)
     cover = cv2.GaussianBlur(cv2.resize(tiny, (size, size), interpolation=cv2.INTER_LINEAR), (0, 0), size / 12)
     paste(frame, cover, m, None, margin)
+    return box

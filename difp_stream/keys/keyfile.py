@@ -22,9 +22,11 @@ covers; a removed track, an added or edited record, or an edited header no longe
 a live stream) is readable up to its last statement (``partial=True``).
 
 Face payload: frame index (u32), the 2x3 alignment transform (6 f32), steps (u16), strength (f32), mode (u8: 0
-diffusion, 1 pixels), then fp16 arrays z_ts, correction, id_code, style; in pixels mode also the ROI (4 i32) and the
-original pixels there: a PNG (``--recovery exact``, lossless) or a JPEG, 4:4:4 (``--recovery faithful``), decoded
-only when it is pasted.
+diffusion, 1 pixels, 2 cover), then fp16 arrays z_ts, correction, id_code, style (not in cover mode); in pixels and
+cover mode also the ROI (4 i32) and the original pixels there: a PNG (``--recovery exact``, lossless) or a JPEG,
+4:4:4 (``--recovery faithful``), decoded only when it is pasted. A cover record is a face the filter blurred instead
+of replacing (a profile, a face too small or cut by the frame, a failed protection): it holds the region the blur
+changed and its original pixels, whatever the recovery mode, so that every face the filter touched comes back.
 """
 from __future__ import annotations
 
@@ -54,10 +56,15 @@ class FaceRecord:
     track_id: int
     frame_index: int
     transform: np.ndarray  # float32 [2, 3]: frame -> model-resolution crop
-    key: FaceKey
+    key: FaceKey | None  # None: a cover record (the face was blurred; ``exact`` holds what the blur changed)
     exact: tuple[tuple[int, int, int, int], np.ndarray | bytes] | None = None  # ROI (x0, y0, x1, y1) and its RGB
     #                                                     pixels (as read: their PNG or JPEG, see exact_pixels)
     quality: int = 0  # how the pixels are stored: 0 a PNG (lossless), else a JPEG of this quality (4:4:4)
+
+    @property
+    def covered(self) -> bool:
+        """A face the filter blurred (no diffusion key; its region's original pixels only)."""
+        return self.key is None
 
     def exact_pixels(self) -> np.ndarray:
         """The region's pixels, decoded from their PNG or JPEG on demand (a long recovery holds those, not
@@ -93,9 +100,12 @@ def _aad(kind: bytes, bound: bytes, track_id: int, seq: int = 0) -> bytes:
 
 def encode_payload(rec: FaceRecord) -> bytes:
     k = rec.key
-    out = [_FACE.pack(rec.frame_index, *np.asarray(rec.transform, np.float32).ravel().tolist(), k.steps, k.strength,
-                      1 if rec.exact else 0)]
-    for a in (k.z_ts, k.correction, k.id_code, k.style):
+    if k is None and not rec.exact:
+        raise ValueError("a cover record needs the region's pixels")
+    mode = 2 if k is None else 1 if rec.exact else 0
+    out = [_FACE.pack(rec.frame_index, *np.asarray(rec.transform, np.float32).ravel().tolist(),
+                      0 if k is None else k.steps, 0.0 if k is None else k.strength, mode)]
+    for a in () if k is None else (k.z_ts, k.correction, k.id_code, k.style):
         out.append(np.ascontiguousarray(a, np.float16).tobytes())
     if rec.exact:
         import cv2
@@ -123,15 +133,19 @@ def _inflate(data: bytes, limit: int) -> bytes:
 def decode_payload(track_id: int, data: bytes, shapes: dict) -> FaceRecord:
     fixed = _FACE.size + sum(int(np.prod(shapes[n])) * 2 for n in ARRAYS)
     raw = _inflate(data, fixed + 16 + 3 * MAX_EXACT * 1024)  # an exact PNG: at most ~3 bytes a pixel of a large ROI
-    if len(raw) < fixed:
+    if len(raw) < _FACE.size:
         raise KeyError_("face record too short for the shapes in the header")
     f = _FACE.unpack_from(raw)
-    carried = f[7] == 0 and f[8] == 0  # a carried frame's key holds the clean latent: no diffusion steps
-    if not ((carried or (1 <= f[7] <= MAX_STEPS and 0 < f[8] <= 1)) and np.isfinite(f[1:7]).all()):
+    cover = f[9] == 2
+    if len(raw) < (_FACE.size if cover else fixed) or f[9] > 2:
+        raise KeyError_("face record too short for the shapes in the header" if f[9] <= 2 else
+                        f"face record has an unknown mode ({f[9]})")
+    carried = f[7] == 0 and f[8] == 0  # a carried frame's (or a cover's) key holds no diffusion steps
+    if not ((carried or (not cover and 1 <= f[7] <= MAX_STEPS and 0 < f[8] <= 1)) and np.isfinite(f[1:7]).all()):
         raise KeyError_(f"face record has impossible settings (steps {f[7]}, strength {f[8]:.3g})")
     pos = _FACE.size
     arrays = []
-    for name in ("z_ts", "correction", "id_code", "style"):
+    for name in () if cover else ARRAYS:
         shape = tuple(shapes[name])
         n = int(np.prod(shape)) * 2
         if pos + n > len(raw):
@@ -149,7 +163,7 @@ def decode_payload(track_id: int, data: bytes, shapes: dict) -> FaceRecord:
         exact = (box, raw[pos + 16:])
     elif pos != len(raw):
         raise KeyError_("face record is longer than its shapes")
-    key = FaceKey(arrays[0], arrays[1], arrays[2], arrays[3], int(f[7]), float(f[8]))
+    key = None if cover else FaceKey(arrays[0], arrays[1], arrays[2], arrays[3], int(f[7]), float(f[8]))
     return FaceRecord(track_id, int(f[0]), np.array(f[1:7], np.float32).reshape(2, 3), key, exact)
 
 

@@ -50,6 +50,8 @@ class PipelineConfig:
     keys: bool = False  # compute recovery keys (handed to ``on_key``)
     exact: bool = False  # also hand over the original pixels of each face region (exact / faithful recovery)
     pixels_quality: int = 0  # ... stored as a PNG (0, exact) or a JPEG of this quality (faithful)
+    cover_quality: int = 90  # a blurred face's region goes into the keys as a JPEG of this quality (a PNG when
+    #                          ``exact`` and ``pixels_quality`` 0): blurs are few, their region comes back >= 35 dB
 
 
 class Timings:

@@ -62,6 +62,8 @@ class FaceProtector:
         self.log = log or log_.warning
         self._warned: set[str] = set()
         self.last_faces: list = []
+        self._index = 0  # the frame being processed (cover records name it)
+        self._boxes: dict[int, np.ndarray] = {}  # each face's box in this frame (the cover's region)
         self._ref: np.ndarray | None = None  # 1/8-scale grey of the last detected frame (detect_every > 1)
         self.drive = self._make_drive()  # the expression drive (None: a model without expression directions)
 
@@ -126,6 +128,7 @@ class FaceProtector:
         tracks = self.tracks_for(index, frame)
         self.last_faces = []  # (track id, box, landmarks) of this frame, for benchmarks and callers
         self.stats.frames += 1
+        self._index, self._boxes = index, {}
         todo = self._triage(frame, out, tracks)
         if todo and fast:
             self._reuse(frame, out, todo)
@@ -140,11 +143,12 @@ class FaceProtector:
         for t in tracks:
             box, lms = self.tracker.position(t)
             self.last_faces.append((t.id, box, lms))
+            self._boxes[t.id] = box
             self.stats.faces += 1
             self.stats.tracks.add(t.id)
             profile = align.is_profile(lms, self.cfg.max_yaw)
             if profile or box[2] - box[0] < self.cfg.min_difp or _outside(box, frame.shape) > self.cfg.max_edge_cut:
-                self._cover_box(out, box)
+                self._cover(frame, out, t.id)
                 self.stats.profiles += profile
                 self.stats.small += not profile
                 continue
@@ -152,7 +156,7 @@ class FaceProtector:
                 m128 = align.similarity(lms, 128)
                 todo.append((t, m128, align.framing_transform(self.framing, lms, m128)))
             except ValueError:
-                self._cover_box(out, box)
+                self._cover(frame, out, t.id)
         return todo
 
     def _put(self, out: np.ndarray, frame: np.ndarray, crop: np.ndarray, mm: np.ndarray,
@@ -178,22 +182,31 @@ class FaceProtector:
         return m, mask
 
     def _reuse(self, frame: np.ndarray, out: np.ndarray, todo: list) -> None:
-        for t, m128, mm in todo:
+        for t, _, mm in todo:
             st = self.states.get(t.id)
             with self.timings("reuse"):
                 if st is not None and st.last is not None and not st.weak:
                     self._put(out, frame, st.last.crop, mm)
                     self.stats.reused += 1
                 else:
-                    align.obscure(out, m128, 128)
-                    self.stats.obscured += 1
+                    self._cover(frame, out, t.id)
 
-    def _cover_box(self, out: np.ndarray, box: np.ndarray) -> None:
-        x0, y0, x1, y1 = box
-        cx, cy, s = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0) * 1.2
-        m = np.array([[128 / s, 0, 64 - cx * 128 / s], [0, 128 / s, 64 - cy * 128 / s]], np.float32)
-        align.obscure(out, m, 128)
+    def _cover(self, frame: np.ndarray, out: np.ndarray, tid: int) -> None:
+        """The fail-closed blur of face ``tid`` of this frame, bounded by the face: a square 1.25x its detector box
+        (forehead to chin, cheek to cheek), blurred 1.1x as wide (1.4x the box in all: the template's square, 1.6-2x
+        the box, took the whole of a small picture). With keys on, the region's original pixels go into the key file
+        as a cover record: ``recover`` brings blurred faces back too (a JPEG at ``cover_quality``, or a PNG with exact
+        recovery, whatever the recovery mode)."""
+        x0, y0, x1, y1 = (float(v) for v in self._boxes[tid])
+        cx, cy, s = (x0 + x1) / 2, (y0 + y1) / 2, max(x1 - x0, y1 - y0, 1.0) * 1.25
+        m128 = np.array([[128 / s, 0, 64 - cx * 128 / s], [0, 128 / s, 64 - cy * 128 / s]], np.float32)
+        changed = align.obscure(out, m128, 128)
         self.stats.obscured += 1
+        if changed is None or not self.cfg.keys or self.on_key is None:
+            return
+        x0, y0, x1, y1 = changed
+        quality = 0 if self.cfg.exact and not self.cfg.pixels_quality else self.cfg.cover_quality
+        self.on_key(FaceRecord(tid, self._index, m128, None, (changed, frame[y0:y1, x0:x1].copy()), quality))
 
     def _protect(self, index: int, frame: np.ndarray, out: np.ndarray, todo: list) -> None:
         try:
@@ -207,9 +220,8 @@ class FaceProtector:
         except Exception as e:  # fail closed: nothing passes through unprotected
             self._warn_once(f"protect:{type(e).__name__}", f"protection failed ({type(e).__name__}: {e}); "
                             "faces are covered by a blur instead")
-            for _, m, _ in todo:
-                align.obscure(out, m, 128)
-                self.stats.obscured += 1
+            for t, m, _ in todo:
+                self._cover(frame, out, t.id)
             return
         self._paste(index, frame, out, todo, states, crops, results, plan)
 
@@ -432,11 +444,10 @@ class FaceProtector:
 
     def _paste(self, index, frame, out, todo, states, crops: Crops, results: list, plan: Plan) -> None:
         res = self.p.resolution
-        for k, (t, m128, mm) in enumerate(todo):
+        for k, (t, _, mm) in enumerate(todo):
             m, st, result = mm * np.float32(res / 128.0), states[k], results[k]  # m: to the model's input crop
             if st.weak:  # no fake face far enough from this person: fail closed
-                align.obscure(out, m128, 128)
-                self.stats.obscured += 1
+                self._cover(frame, out, t.id)
                 continue
             with self.timings("blend"):
                 pasted = self._put(out, frame, result.crop, mm, crops.model[k], tid=t.id, points=result.points)
