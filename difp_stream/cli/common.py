@@ -209,6 +209,7 @@ def pipeline_cfg(args, keys: bool):
                           protect_every=args.protect_every, carry_cutoff=args.carry_cutoff,
                           render_every=args.render_every, max_render=args.max_render, check_every=args.check_every,
                           expression=getattr(args, "expression", "on") == "on",
+                          attributes=getattr(args, "attributes", PipelineConfig.attributes),
                           expression_tolerance=getattr(args, "expression_tolerance",
                                                        PipelineConfig.expression_tolerance),
                           pixels_quality=args.faithful_quality if args.recovery == "faithful" else 0,

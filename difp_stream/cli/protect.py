@@ -77,6 +77,9 @@ def _face_args(p: argparse.ArgumentParser, c) -> None:
     f.add_argument("--expression", choices=["on", "off"], default="on" if c.expression else "off",
                    help="photoreal model: the fake face takes the person's expression each frame (mouth, smile, "
                         "eyes, brows: face mesh + the model's expression directions); off: pose only (default: on)")
+    f.add_argument("--attributes", choices=["keep", "random"], default=c.attributes,
+                   help="photoreal model: the fake face keeps the person's apparent gender and age band (keep), or "
+                        f"is whoever the draw gives (random: more change); default: {c.attributes}")
     f.add_argument("--expression-tolerance", type=num(float, 0.05, 5), default=c.expression_tolerance, metavar="SD",
                    help="a new render when no render of the face's atlas is this near the person's expression and "
                         f"pose, in standard deviations (smaller: closer, slower; default: {c.expression_tolerance})")

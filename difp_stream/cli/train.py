@@ -198,7 +198,14 @@ def cmd_styles(argv: list[str]) -> int:
     dp.add_argument("--count", type=num(int, 50), default=1500, help="random renders measured (default: 1500)")
     dp.add_argument("--probe", type=num(int, 1), default=10, help="faces each layer range is tried on (default: 10)")
     dp.add_argument("--seed", type=int, default=0)
-    for q in (lp, fp, dp):
+    ap = sub.add_parser("attributes", help="fit the gender and age directions on the generator's own renders "
+                                           "(writes MODEL/attributes.npz, which --attributes keep steers with)")
+    ap.add_argument("model", nargs="?", default=None,
+                    help="the model folder to write attributes.npz into (default: the shipped model's)")
+    ap.add_argument("--count", type=num(int, 50), default=600, help="random renders measured (default: 600)")
+    ap.add_argument("--probe", type=num(int, 1), default=10, help="faces each layer range is tried on (default: 10)")
+    ap.add_argument("--seed", type=int, default=0)
+    for q in (lp, fp, dp, ap):
         q.add_argument("--threads", type=num(int, 1), default=None, help="torch CPU threads")
         q.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -208,17 +215,20 @@ def cmd_styles(argv: list[str]) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.action == "directions":
+    if args.action in ("directions", "attributes"):
         from ..difp import default_model_dir
+        from ..difp.attributes import ATTRIBUTES_FILE
         from ..difp.expression import DIRECTIONS_FILE
+        from ..train.attributes import fit_attributes
         from ..train.directions import fit_directions
 
         folder = Path(args.model) if args.model else default_model_dir()
         if not folder.is_dir():
             raise UsageError(f"model folder {folder} does not exist")
-        d = fit_directions(folder / DIRECTIONS_FILE, args.count, args.probe, seed=args.seed,
-                           progress=not args.no_progress)
-        print(f"directions written to {folder / DIRECTIONS_FILE}: {d.report}")
+        name, fit = ((DIRECTIONS_FILE, fit_directions) if args.action == "directions"
+                     else (ATTRIBUTES_FILE, fit_attributes))
+        d = fit(folder / name, args.count, args.probe, seed=args.seed, progress=not args.no_progress)
+        print(f"{args.action} written to {folder / name}: {d.report}")
         return EXIT_OK
     if args.action == "latents":
         print(build_latents(args.faces, args.run, args.split, args.limit, progress=not args.no_progress,

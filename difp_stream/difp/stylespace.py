@@ -159,6 +159,7 @@ class StyleDIFP(nn.Module):
         self._pair = (encoder, generator)  # kept out of the module tree (and out of state_dict)
         self.fast_dec = None
         self.directions = None  # expression directions (difp/expression.py), from the model's folder
+        self.attributes = None  # gender and age directions (difp/attributes.py), from the model's folder
 
     # ---- the pretrained pair (loaded on first use)
     @property
@@ -262,6 +263,9 @@ class StyleDIFP(nn.Module):
         from .expression import find_directions
 
         model.directions = find_directions(d)
+        from .attributes import find_attributes
+
+        model.attributes = find_attributes(d)
         return model.to(device).eval()
 
     def fingerprint(self) -> str:

@@ -33,6 +33,8 @@ class PipelineConfig:
     expression_min_size: int = 200  # faces whose FFHQ crop is smaller than this in the frame (faces under ~90 px
     #                                 wide) are not driven: an expression hardly shows there, and the tighter mesh
     #                                 mask left enough of a small original for dlib to match it (crowd clip)
+    attributes: str = "keep"  # a style-space model with attribute directions: "keep" steers each track's fake face
+    #                           to the original's apparent gender and age band; "random": whoever the draw gives
     expression_tolerance: float = 0.35  # a new render when no atlas render is this near the original's expression
     #                                     and pose (standard deviations of each measure; smaller: more renders)
     first_margin: float = 0.1  # a style-space model keeps a track's first fake person: it is drawn this much farther
@@ -81,5 +83,6 @@ class Stats:
     reused: int = 0  # face-frames covered by the track's last protected crop (live mode, out of time)
     driven: int = 0  # face-frames whose fake took the original's expression (expression drive)
     redrawn: int = 0  # fake identities drawn again because the first was too close to the original
+    steered: int = 0  # fake faces steered to the original's apparent gender and age (--attributes keep)
     skipped: int = 0  # face-frames whose crop barely changed: the track's last result was reused (similarity skip)
     tracks: set = field(default_factory=set)

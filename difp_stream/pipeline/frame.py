@@ -66,6 +66,7 @@ class FaceProtector:
         self._boxes: dict[int, np.ndarray] = {}  # each face's box in this frame (the cover's region)
         self._ref: np.ndarray | None = None  # 1/8-scale grey of the last detected frame (detect_every > 1)
         self.drive = self._make_drive()  # the expression drive (None: a model without expression directions)
+        self.steer = self._make_steer()  # --attributes keep (None: random, or a model without attribute directions)
 
     def _make_drive(self):
         dirs = getattr(self.p.model, "directions", None)
@@ -77,6 +78,37 @@ class FaceProtector:
 
         return ExpressionDrive(Expression(dirs, self.p.model), load_mesh(), self.id_enc,
                                tolerance=self.cfg.expression_tolerance)
+
+    def _make_steer(self):
+        dirs = getattr(self.p.model, "attributes", None)
+        if self.cfg.attributes != "keep" or dirs is None or self.framing != "ffhq":
+            return None
+        from ..difp.attributes import AttributeSteer
+        from ..faces.attributes import load_estimator
+
+        self.attr_est = load_estimator()
+        return AttributeSteer(dirs, self.p.model)
+
+    def _keep_attributes(self, st: TrackState, res: FaceResult, frame: np.ndarray, m128: np.ndarray, put,
+                         c128: np.ndarray) -> FaceResult:
+        """--attributes keep: the fake face of a keyframe steered to the original's apparent gender and age (read
+        on the original's template crop once per track, and on the fake as it will look in the output)."""
+        from ..difp.attributes import Goal
+
+        with self.timings("attributes"):
+            if st.goal is None:
+                a = self.attr_est(c128[None])
+                st.goal = Goal(bool(a.male[0] > 0.5), float(a.age[0]))
+            look = self.check.look(frame, m128, put)
+
+            def measure(face):
+                a = self.attr_est(look(face)[None])
+                return float(a.logit[0]), float(a.age[0])
+
+            z, face, n, met = self.steer.steer(res.latent, res.crop, st.goal, measure,
+                                               lambda z: self.p._render(z)[0])
+        self.stats.steered += n > 0
+        return FaceResult(face, res.key, res.surrogate, z, res.source, res.points, kept=met)
 
     def warmup(self) -> None:
         """Run every stage once on a blank frame (runtime sessions, lazy model loads) so that the first real frames
@@ -304,10 +336,16 @@ class FaceProtector:
                                key_crops=None if crops.key is None else crops.key[full])
         for i, (k, s) in enumerate(zip(full, st)):
             res = FaceResult(r.crops[i], r.keys[i] if r.keys else None, r.surrogates[i], r.protected_latents[i:i + 1])
+            put = (lambda patch, crop, mm=todo[k][2], tid=todo[k][0].id: self._put(patch, frame, crop, mm, tid=tid))
+            adjust = None
+            if self.steer is not None and s.surrogate is None:  # a track's first fake person: its gender and age
+                adjust = (lambda res, s=s, m128=todo[k][1], put=put, c=crops.c128[k]:
+                          self._keep_attributes(s, res, frame, m128, put, c))
+                res = adjust(res)
             if self.check.wanted(s):
-                put = (lambda patch, crop, mm=todo[k][2], tid=todo[k][0].id: self._put(patch, frame, crop, mm, tid=tid))
                 res = self.check.check(s, res, frame, todo[k][1], put, crops.model[k], crops.c128[k],
-                                       None if crops.key is None else crops.key[k:k + 1], need=self._need(s))
+                                       None if crops.key is None else crops.key[k:k + 1], need=self._need(s),
+                                       adjust=adjust)
             if s.surrogate is None:  # one fake person per track, for its whole life
                 s.surrogate = res.surrogate
             s.key = Keyframe(index, r.latents[i:i + 1], res.latent)
@@ -316,7 +354,27 @@ class FaceProtector:
                 with self.timings("mesh"):
                     self.drive.keyframe(self.drive.state(todo[k][0].id), s.key.protected, res.crop, index)
         if self.drive is not None:  # the keyframe's own frame already takes the original's expression
+            checked = {k: results[k].crop for k in full}
             self._driven(index, todo, states, crops, results, full, keyframes=True)
+            self._recheck(frame, todo, states, results, checked)
+
+    def _recheck(self, frame, todo, states, results: list, checked: dict) -> None:
+        """A keyframe's face that the expression drive changed after its identity check is measured again as it
+        will be pasted (its own mesh mask): closer than ``verify_distance`` to the person, the checked face is
+        shown instead (measured on the eval photos: an unchecked drive edit of a fake steered to the person's age
+        came to 0.57 of them)."""
+        if not self.check.on:
+            return
+        for k, crop0 in checked.items():
+            res = results[k]
+            if res.crop is crop0:
+                continue
+            put = (lambda patch, crop, mm=todo[k][2], tid=todo[k][0].id, pts=res.points:
+                   self._put(patch, frame, crop, mm, tid=tid, points=pts))
+            with self.timings("check carried"):
+                d = self.check.distance(self.check.look(frame, todo[k][1], put)(res.crop), states[k].looks())
+            if d < self.cfg.verify_distance:
+                res.crop, res.points = crop0, None
 
     def _carried(self, index: int, todo: list, states: list[TrackState], crops: Crops, results: list,
                  carried: list) -> None:

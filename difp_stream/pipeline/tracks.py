@@ -24,6 +24,7 @@ class FaceResult:
     latent: torch.Tensor | None = None  # [1, C, h, w]
     source: torch.Tensor | None = None  # a carried result: the original's latent in its frame (z0)
     points: np.ndarray | None = None  # the fake face's mesh [478, 2] in the crop's pixels (expression drive)
+    kept: bool | None = None  # --attributes keep: whether the fake reads the original's gender and age band
 
 
 @dataclass
@@ -47,6 +48,7 @@ class TrackState:
     checked: int = -1  # frame of the last identity check of a carried face (models that keep their first keyframe)
     last: FaceResult | None = None  # the last result pasted (reused when time runs out, or the face is still)
     last_input: np.ndarray | None = None  # the original crop that produced it (int16, for the similarity skip)
+    goal: object = None  # the original's apparent gender and age (difp.attributes.Goal; --attributes keep)
 
     def looks(self) -> np.ndarray:
         """The original's identity codes a fake face is checked against: the track's own plus recent views."""
@@ -99,29 +101,38 @@ class IdentityCheck:
         return seen
 
     def check(self, st: TrackState, result: FaceResult, frame: np.ndarray, m128: np.ndarray, put, crop: np.ndarray,
-              crop128: np.ndarray, key_crop: np.ndarray | None, need: float | None = None) -> FaceResult:
+              crop128: np.ndarray, key_crop: np.ndarray | None, need: float | None = None, adjust=None) -> FaceResult:
         """The result to keep for this keyframe (maybe a redrawn one); sets ``st.weak`` and, when a redraw replaced
         a later keyframe's fake person, ``st.surrogate``. ``need``: the distance that passes without a redraw
         (default ``verify_distance``; a carried face that already passed once keeps its fake person down to
-        ``blur_below``, so the track's fake does not change for a small move of the distance)."""
+        ``blur_below``, so the track's fake does not change for a small move of the distance). ``adjust``: applied
+        to each redrawn result before it is measured (the attribute steer); a fake far enough that misses the
+        original's gender or age band is redrawn too (while tries are left), and of those far enough, one that keeps
+        them is preferred."""
         need = self.cfg.verify_distance if need is None else need
         first = st.surrogate
         if first is not None:  # a later keyframe: this view of the person counts too
             with self.timings("identity"):
                 st.seen_codes = [*st.seen_codes, self.id_enc(crop128[None])[0]][-MAX_LOOKS:]
         look = self.look(frame, m128, put)
+
+        def rank(res: FaceResult, dist: float) -> tuple:  # privacy first, then the attributes, then the distance
+            return dist >= need, res.kept is not False, dist
+
         best, d = result, self.distance(look(result.crop), st.looks())
         for j in range(self.cfg.verify_tries):
-            if d >= need:
+            if d >= need and best.kept is not False:
                 break
             self.stats.redrawn += 1
             with self.timings("difp"):
                 r = self.p.protect(crop[None], seeds=[st.seed + 7919 * (j + 1)], id_codes=st.id_code[None],
                                    keys=self.cfg.keys, key_crops=key_crop)
-            d2 = self.distance(look(r.crops[0]), st.looks())
-            if d2 > d:
-                best, d = FaceResult(r.crops[0], r.keys[0] if r.keys else None, r.surrogates[0],
-                                     r.protected_latents[0:1]), d2
+            redrawn = FaceResult(r.crops[0], r.keys[0] if r.keys else None, r.surrogates[0], r.protected_latents[0:1])
+            if adjust is not None:
+                redrawn = adjust(redrawn)
+            d2 = self.distance(look(redrawn.crop), st.looks())
+            if rank(redrawn, d2) > rank(best, d):
+                best, d = redrawn, d2
         st.weak = d < min(self.cfg.blur_below, self.cfg.verify_distance)
         if first is not None and best is not result:
             st.surrogate = best.surrogate  # privacy first: this track's fake person changes from here on
