@@ -13,7 +13,9 @@
 6. recovery round trips on clips in each recovery mode, with key sizes (bench/recovery.py: recovery.md/json);
 7. dlib's recognizer with either face box on the eval split (bench/recognizer.py: recognizer.md/json);
 8. expression: mouth, smile and eye opening of the original and the output by dlib's 68 points on every shared clip
-   (bench/expression.py: expression.md/json, expression_strip_*.png).
+   (bench/expression.py: expression.md/json, expression_strip_*.png);
+9. the cover of every face on 100 eval photos: blurred share and why, protection, gender and age kept with either
+   --attributes, whole-picture recovery (bench/cover.py: cover.md/json).
 Steps whose data is missing (../shared) are skipped with a line saying so."""
 from __future__ import annotations
 
@@ -44,6 +46,8 @@ STEPS = [
     ("RTSP latency", ["bench/rtsp_latency.py", "--seconds", "30"], None),
     ("recovery round trips", ["bench/recovery.py", "--modes", "diffusion,faithful (default),exact"], None),
     ("recognizer face box", ["bench/recognizer.py"], SHARED / "faces" / "manifest.tsv"),
+    ("the cover of every face: blurs, protection, attributes, recovery", ["bench/cover.py"],
+     SHARED / "faces" / "manifest.tsv"),
 ]
 
 

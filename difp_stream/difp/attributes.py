@@ -71,6 +71,10 @@ class Goal:
         side = logit >= self.margin if self.male else logit <= -self.margin
         return side and abs(age - self.age) <= self.tolerance
 
+    def near(self, logit: float, age: float) -> bool:
+        """Looser: the gender on the right side of 0.5, the age within twice the tolerance."""
+        return (logit > 0) == self.male and abs(age - self.age) <= 2 * self.tolerance
+
     def change(self, logit: float, age: float) -> np.ndarray:
         """The change of (logit, age) asked: to ``1.5 * margin`` past the gender boundary, to the original's age."""
         want = 1.5 * self.margin if self.male else -1.5 * self.margin

@@ -189,14 +189,15 @@ class ExpressionDrive:
         return self.x.steps(te.fake[None], ask[None])[0]
 
     def rendered(self, te: TrackExpression, aim: np.ndarray, crop: np.ndarray, index: int,
-                 person: np.ndarray | None = None, min_distance: float = 0.0) -> Look | None:
+                 person: np.ndarray | None = None, min_distance: float = 0.0, keeps=None) -> Look | None:
         """A new render: measured, its gain fed; kept in the atlas unless its identity drifted off the fake's
         keyframe face (then None, and the track's steps shrink) or came closer than ``min_distance`` (dlib) to any
-        of the person's codes ``person`` [K, 128] (then None: an edit never brings the person back)."""
+        of the person's codes ``person`` [K, 128] (then None: an edit never brings the person back), or when
+        ``keeps(template_crop)`` says the edit lost the person's gender or age band (--attributes keep)."""
         look = self.measure(crop)
         te.last_render, te.renders = index, te.renders + 1
-        if look is None:  # the mesh did not find the render's face: not used
-            te.rejected += 1
+        if look is None or (keeps is not None and not keeps(fm.template_crop(look.crop, look.points))):
+            te.rejected += 1  # the mesh did not find the render's face, or its edit changed who it seems to be
             return None
         sd = self.std[self.rows]
         asked = te.reach * (aim[self.rows] - te.fake[self.rows]) / self.gain(te) / sd  # in standard deviations

@@ -110,6 +110,18 @@ class FaceProtector:
         self.stats.steered += n > 0
         return FaceResult(face, res.key, res.surrogate, z, res.source, res.points, kept=met)
 
+    def _keeps(self, st: TrackState):
+        """--attributes keep: a test that an expression render still reads the person's gender and about their age
+        (on its own template crop; looser than the steer's goal, which is read as pasted)."""
+        if self.steer is None or st.goal is None:
+            return None
+
+        def keeps(crop128: np.ndarray) -> bool:
+            with self.timings("attributes"):
+                a = self.attr_est(crop128[None])
+            return st.goal.near(float(a.logit[0]), float(a.age[0]))
+        return keeps
+
     def warmup(self) -> None:
         """Run every stage once on a blank frame (runtime sessions, lazy model loads) so that the first real frames
         of a live stream do not pay for it; leaves no state behind."""
@@ -454,7 +466,7 @@ class FaceProtector:
                 for i, k in enumerate(new):
                     te, look, _ = plans[k]
                     d.rendered(te, aims[i], rendered[i], index, states[k].looks(),
-                               self.cfg.verify_distance if self.check.on else 0.0)
+                               self.cfg.verify_distance if self.check.on else 0.0, keeps=self._keeps(states[k]))
                     plans[k] = (te, d.pick(te, index, every)[0], True)  # closed loop: the nearest, new one or not
         for k, (te, look, _) in plans.items():
             if look is None:  # nothing to show yet (the only render drifted): the plain carry's face
