@@ -3,7 +3,7 @@ still need the fail-closed blur (profiles apart), whether each track keeps one f
 and speed beside deface's on the same clip in the same run (when deface is installed), with where the time goes per
 stage; plus a strip per clip (original | protected, a few frames apart, at the face's size in the frame).
 
-    python bench/clips.py [--frames 50] [--model default] [--name clips] [--no-deface]
+    python bench/clips.py [--frames 50] [--model default] [--name clips] [--no-deface] [--clips a,b] [--min-difp PX]
 
 Writes bench/results/NAME.{json,md} and NAME_strip_CLIP.png."""
 from __future__ import annotations
@@ -50,8 +50,13 @@ def main() -> None:
     ap.add_argument("--render-every", type=int, default=2)
     ap.add_argument("--name", default="clips")
     ap.add_argument("--no-deface", action="store_true", help="skip deface's run beside each clip")
+    ap.add_argument("--clips", default="", help="only the clips whose names contain one of these (comma-separated)")
+    ap.add_argument("--min-difp", type=int, default=None, help="faces narrower than this are blurred (default: "
+                                                               "the pipeline's)")
     args = ap.parse_args()
     clips = sorted((SHARED / "videos").glob("*.mp4"))
+    if args.clips:
+        clips = [c for c in clips if any(k and k in c.name for k in args.clips.split(","))]
     if not clips:
         print(f"no clips in {SHARED / 'videos'}; nothing measured")
         return
@@ -60,7 +65,8 @@ def main() -> None:
     for clip in clips:
         frames, fps = read_frames(clip, args.frames)
         faces: list = []
-        r, outs, _ = run_difp(frames, fps, model, every=5, render_every=args.render_every, faces_out=faces)
+        more = {} if args.min_difp is None else {"min_difp": args.min_difp}
+        r, outs, _ = run_difp(frames, fps, model, every=5, render_every=args.render_every, faces_out=faces, **more)
         stages = r.pop("stages_ms")
         r["stage_ms_per_frame"] = {k: v["p50"] if k in ("decode", "encode") else v["total"] / len(frames)
                                    for k, v in stages.items()}

@@ -149,10 +149,15 @@ def main() -> int:
     for mode in args.modes.split(","):
         res["modes"][mode] = run(mode, picked, files)
         print(mode, json.dumps({k: v for k, v in res["modes"][mode].items() if k != "rows"}), file=sys.stderr)
+    write(res, args.name)
+    return 0
+
+
+def write(res: dict, name: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(res, indent=2))
+    (RESULTS / f"{name}.json").write_text(json.dumps(res, indent=2))
     f = lambda v: f"{100 * v:.1f}%" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = [f"# The cover of every face: {args.limit} eval photos ({res['machine']})", "",
+    lines = [f"# The cover of every face: {res['photos']} eval photos ({res['machine']})", "",
              "| --attributes | blurred (profile / cut, small / no fake far enough or failed) | protected: same photo "
              "/ other photos | gender kept | age within 10 y (median change) | same person, two photos: gender / "
              "age within 10 | recovered whole picture: min / median dB (< 38 dB) | s |",
@@ -165,9 +170,8 @@ def main() -> int:
                      f"{f(m['same_person_gender'])} / {f(m['same_person_age_within_10'])} | "
                      f"{m['recovered_psnr_min']:.1f} / {m['recovered_psnr_median']:.1f} ({m['recovered_below_38']}) | "
                      f"{m['seconds']:.0f} |")
-    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    return 0
 
 
 if __name__ == "__main__":

@@ -55,9 +55,10 @@ def run_difp(frames: list, fps: float, model, backend: str = "auto", steps: int 
              protect_every: int = 4, detect_every: int = 1, keys: bool = True, every: int = 5,
              strip_index: int | None = None, faces: _Faces | None = None,
              decode_ms: float = 0.0, render_every: int = 2,
-             faces_out: list | None = None) -> tuple[dict, list, np.ndarray | None]:
+             faces_out: list | None = None, **settings) -> tuple[dict, list, np.ndarray | None]:
     """Protect ``frames`` as the CLI does; returns (figures, protected frames, recovered frame at strip_index);
-    ``faces_out`` (optional) receives each frame's faces as (track id, box, landmarks)."""
+    ``faces_out`` (optional) receives each frame's faces as (track id, box, landmarks); ``settings``: other
+    :class:`PipelineConfig` fields (e.g. ``min_difp``)."""
     from .difp import Protector
     from .difp.identity import DlibIdentityEncoder
     from .pipeline import FaceProtector, FaceRecoverer, PipelineConfig
@@ -67,7 +68,7 @@ def run_difp(frames: list, fps: float, model, backend: str = "auto", steps: int 
     be, used = select(backend, model, "cpu")
     p = Protector(model, model.cfg.sampling_config(steps=steps), device="cpu", backend=be)
     cfg = PipelineConfig(keys=keys, protect_every=protect_every, detect_every=detect_every, render_every=render_every,
-                         exact=keys, pixels_quality=75)  # the command line's default keys (faithful)
+                         exact=keys, pixels_quality=75, **settings)  # the command line's default keys (faithful)
     FaceProtector(p, DlibIdentityEncoder(), cfg).process(0, frames[0])  # warm-up (runtime sessions, allocations)
     records: list = []
     fp = FaceProtector(p, DlibIdentityEncoder(), cfg, on_key=records.append)

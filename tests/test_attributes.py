@@ -82,3 +82,30 @@ def test_attributes_keep_keeps_the_estimators_gender_and_age_band(tmp_path, est)
     assert off.steer is None
     off.process(0, img)
     assert off.stats.steered == 0
+
+
+def test_the_steer_reaches_a_goal_in_a_few_steps_and_undoes_a_step_that_does_not_help():
+    """The closed loop on a known linear face model: measures (logit, age) = response-scaled coordinates along
+    the directions (+ a base), so the goal is met in one or two renders; a measure that does not respond makes the
+    loop stop after one render, keeping the unchanged latent."""
+    from types import SimpleNamespace
+
+    from difp_stream.difp.attributes import AttributeDirections, AttributeSteer, Goal
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(2, 512)).astype(np.float32)
+    dirs = AttributeDirections(w, np.ones((2, 23), bool), np.array([[0.8, 0.0], [0.2, 1.0]], np.float32),
+                               np.array([6.8, 12.9], np.float32))
+    steer = AttributeSteer(dirs, SimpleNamespace(w_std=torch.ones(23, 512)))
+    v = steer.v.flatten(1)
+    coords = lambda z: (torch.linalg.lstsq(v.T, z.flatten()[:, None]).solution[:, 0]).numpy()  # noqa: E731
+    truth = np.array([[0.8, 0.0], [0.2, 1.0]])
+    base = np.array([-3.0, 25.0])  # a young woman ...
+    measure = lambda z: tuple(base + truth @ coords(z))  # noqa: E731
+    goal = Goal(male=True, age=60.0)  # ... steered to a man of 60
+    z0 = torch.zeros(1, 23, 512)
+    z, face, renders, met = steer.steer(z0, z0, goal, measure, lambda z: z)
+    assert met and 1 <= renders <= 2 and goal.met(*measure(z))
+    dead = lambda z: (-3.0, 25.0)  # noqa: E731  (nothing moves it)
+    z, face, renders, met = steer.steer(z0, z0, goal, dead, lambda z: z)
+    assert not met and renders == 1 and torch.equal(z, z0)

@@ -65,7 +65,7 @@ class Goal:
     male: bool
     age: float
     margin: float = 1.0
-    tolerance: float = 6.0
+    tolerance: float = 4.0
 
     def met(self, logit: float, age: float) -> bool:
         side = logit >= self.margin if self.male else logit <= -self.margin
