@@ -350,7 +350,8 @@ class FaceProtector:
             res = FaceResult(r.crops[i], r.keys[i] if r.keys else None, r.surrogates[i], r.protected_latents[i:i + 1])
             put = (lambda patch, crop, mm=todo[k][2], tid=todo[k][0].id: self._put(patch, frame, crop, mm, tid=tid))
             adjust = None
-            if self.steer is not None and s.surrogate is None:  # a track's first fake person: its gender and age
+            big = 128.0 / align._scale(todo[k][2]) >= self.cfg.attributes_min_size
+            if self.steer is not None and s.surrogate is None and big:  # a track's first fake: its gender and age
                 adjust = (lambda res, s=s, m128=todo[k][1], put=put, c=crops.c128[k]:
                           self._keep_attributes(s, res, frame, m128, put, c))
                 res = adjust(res)
