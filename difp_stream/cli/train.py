@@ -193,18 +193,14 @@ def cmd_styles(argv: list[str]) -> int:
                         help=f"network (default: {getattr(md, f)})")
     dp = sub.add_parser("directions", help="fit the expression directions on the generator's own renders "
                                            "(writes MODEL/directions.npz, which the pipeline drives the fake with)")
-    dp.add_argument("model", nargs="?", default=None,
-                    help="the model folder to write directions.npz into (default: the shipped model's)")
-    dp.add_argument("--count", type=num(int, 50), default=1500, help="random renders measured (default: 1500)")
-    dp.add_argument("--probe", type=num(int, 1), default=10, help="faces each layer range is tried on (default: 10)")
-    dp.add_argument("--seed", type=int, default=0)
     ap = sub.add_parser("attributes", help="fit the gender and age directions on the generator's own renders "
                                            "(writes MODEL/attributes.npz, which --attributes keep steers with)")
-    ap.add_argument("model", nargs="?", default=None,
-                    help="the model folder to write attributes.npz into (default: the shipped model's)")
-    ap.add_argument("--count", type=num(int, 50), default=600, help="random renders measured (default: 600)")
-    ap.add_argument("--probe", type=num(int, 1), default=10, help="faces each layer range is tried on (default: 10)")
-    ap.add_argument("--seed", type=int, default=0)
+    for q, file, count in ((dp, "directions.npz", 1500), (ap, "attributes.npz", 600)):
+        q.add_argument("model", nargs="?", default=None,
+                       help=f"the model folder to write {file} into (default: the shipped model's)")
+        q.add_argument("--count", type=num(int, 50), default=count, help=f"random renders measured (default: {count})")
+        q.add_argument("--probe", type=num(int, 1), default=10, help="faces each layer range is tried on (default: 10)")
+        q.add_argument("--seed", type=int, default=0)
     for q in (lp, fp, dp, ap):
         q.add_argument("--threads", type=num(int, 1), default=None, help="torch CPU threads")
         q.add_argument("--no-progress", action="store_true")
