@@ -109,3 +109,51 @@ def test_the_steer_reaches_a_goal_in_a_few_steps_and_undoes_a_step_that_does_not
     dead = lambda z: (-3.0, 25.0)  # noqa: E731  (nothing moves it)
     z, face, renders, met = steer.steer(z0, z0, goal, dead, lambda z: z)
     assert not met and renders == 1 and torch.equal(z, z0)
+
+
+def test_the_check_keeps_privacy_first_then_the_fake_person_then_the_attributes_then_the_margin():
+    """IdentityCheck's order on a face code that reads a crop's grey level (distance = level difference / 100):
+    a carried face that came too close falls back on its fake person's own unedited face before any redraw; a
+    first keyframe short of its margin keeps a fake that keeps the attributes over a farther one that does not;
+    nothing closer than verify_distance wins for its attributes."""
+    from types import SimpleNamespace
+
+    from difp_stream.pipeline.config import PipelineConfig, Timings
+    from difp_stream.pipeline.tracks import FaceResult, IdentityCheck, TrackState
+
+    face = lambda v: np.full((128, 128, 3), v, np.uint8)  # noqa: E731
+    levels = iter([])
+
+    def protect(crop, seeds, id_codes, keys, key_crops):
+        v = next(levels)
+        return SimpleNamespace(crops=[face(v)], keys=None, surrogates=[np.full(4, v, np.float32)],
+                               protected_latents=torch.zeros(1, 1))
+
+    stats = SimpleNamespace(redrawn=0)
+    check = IdentityCheck(SimpleNamespace(protect=protect), lambda x: x.reshape(len(x), -1).mean(1, keepdims=True) / 100,
+                          PipelineConfig(verify_distance=0.7, verify_tries=2, blur_below=0.65), Timings(), stats)
+
+    def put(patch, crop):
+        patch[:] = crop
+
+    m128 = np.array([[1, 0, 0], [0, 1, 0]], np.float32)
+    run = lambda st, res, **kw: check.check(st, res, face(0), m128, put, face(0), face(0), None, **kw)  # noqa: E731
+
+    st = TrackState(seed=1, id_code=np.zeros(1, np.float32), surrogate=np.zeros(4, np.float32))
+    edited, unedited = FaceResult(face(60)), FaceResult(face(80))
+    best = run(st, edited, need=0.65, same=[unedited])
+    assert best is unedited and stats.redrawn == 0 and not st.weak and st.surrogate.max() == 0  # same fake person
+    levels = iter([90, 95])
+    best = run(st, edited, need=0.65, same=[FaceResult(face(62))])  # the unedited face is too close too: redrawn
+    assert stats.redrawn == 1 and best.crop.max() == 90 and st.surrogate.max() == 90
+
+    first = TrackState(seed=2, id_code=np.zeros(1, np.float32))
+    kept = FaceResult(face(81), kept=True)
+    flip = lambda res: FaceResult(res.crop, surrogate=res.surrogate, latent=res.latent,  # noqa: E731
+                                  kept=bool(res.crop.max() < 75))
+    levels, stats.redrawn = iter([97, 60]), 0
+    best = run(first, kept, need=0.85, adjust=flip, tries=2)
+    assert best is kept and stats.redrawn == 2  # 0.97 flips the gender; 0.60 keeps it but is the person
+    levels = iter([60, 62])
+    best = run(first, FaceResult(face(50), kept=True), need=0.85, adjust=flip, tries=2)
+    assert first.weak  # nothing far enough: the face will be blurred

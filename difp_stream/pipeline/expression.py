@@ -13,8 +13,10 @@ Per track:
 - a new render aims at the original's expression from the fake's own (measured on its keyframe), the step divided by
   a per-track gain (a running least-squares fit of measured over asked change) that learns how far the linear
   directions really move this fake;
-- edits drift identity: a render asked to move more than ``check_above`` standard deviations whose face is farther
-  than ``max_drift`` (dlib) from the fake's keyframe face is not used, and the track's steps shrink from then on;
+- edits drift identity: a render (asked to move more than ``check_above`` standard deviations: by default every
+  one) whose face is farther than ``max_drift`` (dlib) from the fake's keyframe face is not used, and the track's
+  steps shrink from then on (at 0.6 and only past 1.5 std, one shown render of a talking clip came 0.68 from the
+  track's first output face: a different person to a viewer; the original itself moves up to 0.4 while talking);
 - the paste mask is the fake's own face region (from its mesh) intersected with the original's, feathered inside:
   the render's hair, hat and background never reach the frame, and nothing outside the original's face is touched.
 """
@@ -73,7 +75,7 @@ class ExpressionDrive:
 
     def __init__(self, expression, mesh: fm.FaceMesh, identity=None, smoothing: float = 0.15, tolerance: float = 0.35,
                  atlas_size: int = 64, feather: float = 0.05, gains: tuple[float, float] = (0.3, 3.0),
-                 max_drift: float = 0.6, settle: int = 6, check_above: float = 1.5):
+                 max_drift: float = 0.5, settle: int = 6, check_above: float = 0.0):
         self.x, self.mesh, self.identity = expression, mesh, identity
         self.smoothing, self.tolerance, self.atlas_size, self.feather, self.gains, self.max_drift = (
             smoothing, tolerance, atlas_size, feather, gains, max_drift)
@@ -218,6 +220,11 @@ class ExpressionDrive:
         if len(te.atlas) > self.atlas_size:  # the one shown longest ago goes (never the keyframe's own)
             te.atlas.pop(1 + int(np.argmin([lk.used for lk in te.atlas[1:]])))
         return look
+
+    def drop(self, te: TrackExpression, crop: np.ndarray) -> None:
+        """Take the render ``crop`` out of the track's atlas (it came too close to the person; never the keyframe's
+        own face)."""
+        te.atlas[1:] = [lk for lk in te.atlas[1:] if lk.crop is not crop]
 
     # ---- the paste
     def conform(self, te: TrackExpression | None, crop: np.ndarray, points: np.ndarray | None):

@@ -110,6 +110,13 @@ class FaceProtector:
         self.stats.steered += n > 0
         return FaceResult(face, res.key, res.surrogate, z, res.source, res.points, kept=met)
 
+    def _adjust(self, st: TrackState, frame: np.ndarray, face: tuple, put, c128: np.ndarray):
+        """--attributes keep: the steer applied to a fake drawn for face ``face`` (track, m128, model transform) of
+        this frame, or None (random, or a face too small for the attribute nets)."""
+        if self.steer is None or 128.0 / align._scale(face[2]) < self.cfg.attributes_min_size:
+            return None
+        return lambda res: self._keep_attributes(st, res, frame, face[1], put, c128)
+
     def _keeps(self, st: TrackState):
         """--attributes keep: a test that an expression render still reads the person's gender and about their age
         (on its own template crop; looser than the steer's goal, which is read as pasted)."""
@@ -349,16 +356,13 @@ class FaceProtector:
         for i, (k, s) in enumerate(zip(full, st)):
             res = FaceResult(r.crops[i], r.keys[i] if r.keys else None, r.surrogates[i], r.protected_latents[i:i + 1])
             put = (lambda patch, crop, mm=todo[k][2], tid=todo[k][0].id: self._put(patch, frame, crop, mm, tid=tid))
-            adjust = None
-            big = 128.0 / align._scale(todo[k][2]) >= self.cfg.attributes_min_size
-            if self.steer is not None and s.surrogate is None and big:  # a track's first fake: its gender and age
-                adjust = (lambda res, s=s, m128=todo[k][1], put=put, c=crops.c128[k]:
-                          self._keep_attributes(s, res, frame, m128, put, c))
+            adjust = self._adjust(s, frame, todo[k], put, crops.c128[k]) if s.surrogate is None else None
+            if adjust is not None:  # a track's first fake: its gender and age
                 res = adjust(res)
             if self.check.wanted(s):
                 res = self.check.check(s, res, frame, todo[k][1], put, crops.model[k], crops.c128[k],
                                        None if crops.key is None else crops.key[k:k + 1], need=self._need(s),
-                                       adjust=adjust)
+                                       adjust=adjust, tries=self.cfg.first_tries if s.surrogate is None else None)
             if s.surrogate is None:  # one fake person per track, for its whole life
                 s.surrogate = res.surrogate
             s.key = Keyframe(index, r.latents[i:i + 1], res.latent)
@@ -501,17 +505,35 @@ class FaceProtector:
             if not self._check_due(index, st) or res is None or res.source is None:
                 continue
             st.checked = index
-            put = (lambda patch, crop, mm=todo[k][2], tid=todo[k][0].id, r=res:
-                   self._put(patch, frame, crop, mm, tid=tid, points=r.points if crop is r.crop else None))
+            same = self._same_person(todo[k][0].id, res)
+            points = {id(r.crop): r.points for r in (res, *same)}
+            put = (lambda patch, crop, mm=todo[k][2], tid=todo[k][0].id, pts=points:
+                   self._put(patch, frame, crop, mm, tid=tid, points=pts.get(id(crop))))
             with self.timings("check carried"):
                 best = self.check.check(st, res, frame, todo[k][1], put, crops.model[k], crops.c128[k],
                                         None if crops.key is None else crops.key[k:k + 1],
-                                        need=min(self.cfg.blur_below, self.cfg.verify_distance))
-            if best is not res and best.latent is not None:  # a redrawn fake person: the track's keyframe now
+                                        need=min(self.cfg.blur_below, self.cfg.verify_distance),
+                                        adjust=self._adjust(st, frame, todo[k], put, crops.c128[k]), same=same)
+            if best is res:
+                continue
+            results[k] = best
+            if best.latent is not None:  # a redrawn fake person: the track's keyframe now
                 st.key = Keyframe(index, res.source, best.latent)
-                results[k] = best
                 if self.drive is not None:  # its expression measured; its atlas starts afresh
                     self.drive.keyframe(self.drive.state(todo[k][0].id), st.key.protected, best.crop, index)
+            elif self.drive is not None:  # the same fake person's unedited face: the edit that came close goes
+                self.drive.drop(self.drive.state(todo[k][0].id), res.crop)
+
+    def _same_person(self, tid: int, res: FaceResult) -> list:
+        """What a carried face that came too close can fall back on before a new fake person is drawn: its track's
+        unedited keyframe face (when ``res`` is an expression edit of it), carried as ``res`` (an edit of a fake
+        steered to the person's age and gender came from 0.81 to 0.647 of a talking person, and the redraw was a
+        new fake person for the rest of the clip)."""
+        te = self.drive.tracks.get(tid) if self.drive is not None else None
+        if te is None or not te.atlas or res.points is None or te.atlas[0].crop is res.crop:
+            return []
+        look = te.atlas[0]
+        return [FaceResult(look.crop, res.key, source=res.source, points=look.points)]
 
     def _paste(self, index, frame, out, todo, states, crops: Crops, results: list, plan: Plan) -> None:
         res = self.p.resolution

@@ -101,14 +101,16 @@ class IdentityCheck:
         return seen
 
     def check(self, st: TrackState, result: FaceResult, frame: np.ndarray, m128: np.ndarray, put, crop: np.ndarray,
-              crop128: np.ndarray, key_crop: np.ndarray | None, need: float | None = None, adjust=None) -> FaceResult:
+              crop128: np.ndarray, key_crop: np.ndarray | None, need: float | None = None, adjust=None,
+              tries: int | None = None, same: list | None = None) -> FaceResult:
         """The result to keep for this keyframe (maybe a redrawn one); sets ``st.weak`` and, when a redraw replaced
         a later keyframe's fake person, ``st.surrogate``. ``need``: the distance that passes without a redraw
         (default ``verify_distance``; a carried face that already passed once keeps its fake person down to
         ``blur_below``, so the track's fake does not change for a small move of the distance). ``adjust``: applied
         to each redrawn result before it is measured (the attribute steer); a fake far enough that misses the
-        original's gender or age band is redrawn too (while tries are left), and of those far enough, one that keeps
-        them is preferred."""
+        original's gender or age band is redrawn too (while ``tries`` are left, default ``cfg.verify_tries``): of
+        those at least ``verify_distance`` away, one that keeps them is preferred, then one that reaches ``need``.
+        ``same``: other faces of the track's fake person (FaceResults without a latent), tried before any redraw."""
         need = self.cfg.verify_distance if need is None else need
         first = st.surrogate
         if first is not None:  # a later keyframe: this view of the person counts too
@@ -116,11 +118,19 @@ class IdentityCheck:
                 st.seen_codes = [*st.seen_codes, self.id_enc(crop128[None])[0]][-MAX_LOOKS:]
         look = self.look(frame, m128, put)
 
-        def rank(res: FaceResult, dist: float) -> tuple:  # privacy first, then the attributes, then the distance
-            return dist >= need, res.kept is not False, dist
+        floor = min(need, self.cfg.verify_distance)  # never traded for the attributes (the margin above it can be)
+
+        def rank(res: FaceResult, dist: float) -> tuple:  # privacy first, then the attributes, then the margin
+            return dist >= floor, res.kept is not False, dist >= need, dist
 
         best, d = result, self.distance(look(result.crop), st.looks())
-        for j in range(self.cfg.verify_tries):
+        for alt in same or ():  # the same fake person's other faces first: no new person while one of them passes
+            if d >= need and best.kept is not False:
+                break
+            d2 = self.distance(look(alt.crop), st.looks())
+            if rank(alt, d2) > rank(best, d):
+                best, d = alt, d2
+        for j in range(self.cfg.verify_tries if tries is None else tries):
             if d >= need and best.kept is not False:
                 break
             self.stats.redrawn += 1
@@ -134,6 +144,6 @@ class IdentityCheck:
             if rank(redrawn, d2) > rank(best, d):
                 best, d = redrawn, d2
         st.weak = d < min(self.cfg.blur_below, self.cfg.verify_distance)
-        if first is not None and best is not result:
+        if first is not None and best.surrogate is not None and best is not result:
             st.surrogate = best.surrogate  # privacy first: this track's fake person changes from here on
         return best
