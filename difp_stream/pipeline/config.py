@@ -30,10 +30,10 @@ class PipelineConfig:
     #                          expression every frame (face mesh + directions + a per-track atlas of renders)
     expression_render: int = 256  # the drive's renders at most this size: a 512 px render and its paste cost 2.5x
     #                               a 256 px one, and the detail match softens either to the footage's detail
-    expression_min_size: int = 128  # faces whose FFHQ crop is smaller than this in the frame (faces under ~60 px
-    #                                 wide) are not driven: an expression hardly shows there. At 200 (~90 px) the
-    #                                 talking s13 (crop 143 px) was never driven: a fixed expression, mouth corr
-    #                                 0.22, eyes 0.15; 0.44 / 0.70 at 128, crowd clip still 0 leaks of 65
+    expression_min_size: int = 200  # faces whose FFHQ crop is smaller than this in the frame (faces under ~90 px
+    #                                 wide) are not driven: an expression hardly shows there. (at 128 the talking s13,
+    #                                 crop 143 px, is driven: mouth corr 0.22 -> 0.44, eyes 0.15 -> 0.70, but the
+    #                                 RTSP test's small fake came within 20.3 dB of the camera's face: to settle)
     attributes: str = "keep"  # a style-space model with attribute directions: "keep" steers each track's fake face
     #                           to the original's apparent gender and age band; "random": whoever the draw gives
     attributes_min_size: int = 160  # ... for faces whose FFHQ crop is at least this in the frame (~80 px wide):
