@@ -152,8 +152,8 @@ def test_the_check_keeps_privacy_first_then_the_fake_person_then_the_attributes_
     flip = lambda res: FaceResult(res.crop, surrogate=res.surrogate, latent=res.latent,  # noqa: E731
                                   kept=bool(res.crop.max() < 75))
     levels, stats.redrawn = iter([97, 60]), 0
-    best = run(first, kept, need=0.85, adjust=flip, tries=2)
+    best = run(first, kept, need=0.85, adjust=flip)
     assert best is kept and stats.redrawn == 2  # 0.97 flips the gender; 0.60 keeps it but is the person
     levels = iter([60, 62])
-    best = run(first, FaceResult(face(50), kept=True), need=0.85, adjust=flip, tries=2)
+    best = run(first, FaceResult(face(50), kept=True), need=0.85, adjust=flip)
     assert first.weak  # nothing far enough: the face will be blurred

@@ -43,9 +43,6 @@ class PipelineConfig:
     #                                     and pose (standard deviations of each measure; smaller: more renders)
     first_margin: float = 0.1  # a style-space model keeps a track's first fake person: it is drawn this much farther
     #                            (a soft goal: one that keeps the person's gender and age band comes first)
-    first_tries: int = 2  # ... and up to this many other fake identities are tried for it (4 with a margin of 0.15
-    #                       did not find a farther fake that kept the attributes on a talking clip; the same-person
-    #                       fallback of the carried check is what keeps the track's fake there)
     check_every: int = 8  # a style-space model (one DIFP run per track, then carried): its carried face is checked
     #                       against the person every N frames
     max_render: int = 512  # a style-space model renders each face at its size in the frame, up to this (128-1024)

@@ -362,7 +362,7 @@ class FaceProtector:
             if self.check.wanted(s):
                 res = self.check.check(s, res, frame, todo[k][1], put, crops.model[k], crops.c128[k],
                                        None if crops.key is None else crops.key[k:k + 1], need=self._need(s),
-                                       adjust=adjust, tries=self.cfg.first_tries if s.surrogate is None else None)
+                                       adjust=adjust)
             if s.surrogate is None:  # one fake person per track, for its whole life
                 s.surrogate = res.surrogate
             s.key = Keyframe(index, r.latents[i:i + 1], res.latent)

@@ -102,13 +102,13 @@ class IdentityCheck:
 
     def check(self, st: TrackState, result: FaceResult, frame: np.ndarray, m128: np.ndarray, put, crop: np.ndarray,
               crop128: np.ndarray, key_crop: np.ndarray | None, need: float | None = None, adjust=None,
-              tries: int | None = None, same: list | None = None) -> FaceResult:
+              same: list | None = None) -> FaceResult:
         """The result to keep for this keyframe (maybe a redrawn one); sets ``st.weak`` and, when a redraw replaced
         a later keyframe's fake person, ``st.surrogate``. ``need``: the distance that passes without a redraw
         (default ``verify_distance``; a carried face that already passed once keeps its fake person down to
         ``blur_below``, so the track's fake does not change for a small move of the distance). ``adjust``: applied
         to each redrawn result before it is measured (the attribute steer); a fake far enough that misses the
-        original's gender or age band is redrawn too (while ``tries`` are left, default ``cfg.verify_tries``): of
+        original's gender or age band is redrawn too (while ``cfg.verify_tries`` are left): of
         those at least ``verify_distance`` away, one that keeps them is preferred, then one that reaches ``need``.
         ``same``: other faces of the track's fake person (FaceResults without a latent), tried before any redraw."""
         need = self.cfg.verify_distance if need is None else need
@@ -130,7 +130,7 @@ class IdentityCheck:
             d2 = self.distance(look(alt.crop), st.looks())
             if rank(alt, d2) > rank(best, d):
                 best, d = alt, d2
-        for j in range(self.cfg.verify_tries if tries is None else tries):
+        for j in range(self.cfg.verify_tries):
             if d >= need and best.kept is not False:
                 break
             self.stats.redrawn += 1
