@@ -77,3 +77,29 @@ def test_profile_faces_are_recognised():
     collapsed = frontal.copy()
     collapsed[1] = collapsed[0]
     assert align.is_profile(collapsed, 0.3)
+
+
+def test_dlib_network_in_pytorch_gives_dlibs_own_descriptors():
+    """The identity encoder runs dlib's face recognition ResNet in PyTorch (weights read from the wheel's .dat):
+    on faces, their flips and a darkened and a noisy copy, its descriptors are dlib's compute_face_descriptor's."""
+    import dlib
+    import face_recognition_models
+
+    from difp_stream.difp.identity import DlibIdentityEncoder
+
+    enc = DlibIdentityEncoder()
+    img = astronaut()
+    face = Detector(threshold=0.5).detect([img])[0][0]
+    c = align.crop(img, align.similarity(face.landmarks, 128), 128)
+    rng = np.random.default_rng(0)
+    crops = np.stack([c, c[:, ::-1], (c * 0.4).astype(np.uint8),
+                      np.clip(c + rng.normal(0, 12, c.shape), 0, 255).astype(np.uint8)])
+    ours = enc(crops)
+    ref = dlib.face_recognition_model_v1(face_recognition_models.face_recognition_model_location())
+    theirs = np.stack([np.asarray(ref.compute_face_descriptor(x, enc.shape(x, enc.box)))
+                       for x in map(np.ascontiguousarray, crops)])
+    assert ours.shape == (4, 128) and ours.dtype == np.float32
+    assert np.abs(ours - theirs).max() < 1e-4
+    assert 0.05 < np.linalg.norm(ours[0] - ours[2]) < 0.6  # the same person, a different picture
+    assert enc(crops[:0]).shape == (0, 128)
+
