@@ -69,7 +69,9 @@ def run_difp(frames: list, fps: float, model, backend: str = "auto", steps: int 
     p = Protector(model, model.cfg.sampling_config(steps=steps), device="cpu", backend=be)
     cfg = PipelineConfig(keys=keys, protect_every=protect_every, detect_every=detect_every, render_every=render_every,
                          exact=keys, pixels_quality=75, **settings)  # the command line's default keys (faithful)
-    FaceProtector(p, DlibIdentityEncoder(), cfg).process(0, frames[0])  # warm-up (runtime sessions, allocations)
+    warm = FaceProtector(p, DlibIdentityEncoder(), cfg)  # warm-up (runtime sessions, allocations, every render size)
+    warm.warmup()
+    warm.process(0, frames[0])
     records: list = []
     fp = FaceProtector(p, DlibIdentityEncoder(), cfg, on_key=records.append)
     per_frame, outs, tracks = [], [], []

@@ -117,12 +117,20 @@ def mask_roi(m: np.ndarray, mask: np.ndarray, shape: tuple[int, int], pad: int =
 
 
 def match_colour(src: np.ndarray, ref: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """Shift/scale each channel of ``src`` so its weighted mean and std match ``ref`` (no seam in tone)."""
-    w = weight[..., None] / max(weight.sum(), 1e-6)
-    s, r = src.astype(np.float32), ref.astype(np.float32)
-    ms, mr = (s * w).sum((0, 1)), (r * w).sum((0, 1))
-    ss = np.sqrt(((s - ms) ** 2 * w).sum((0, 1))) + 1e-3
-    sr = np.sqrt(((r - mr) ** 2 * w).sum((0, 1))) + 1e-3
+    """Shift/scale each channel of ``src`` so its weighted mean and std match ``ref`` (no seam in tone). The
+    statistics are read at most 64 px wide (the same to ~0.1 level; a tenth of the cost at 256 px)."""
+    s = src.astype(np.float32)
+    small = min(64, src.shape[0])
+
+    def thumb(a):
+        a = np.asarray(a, np.float32)
+        return a if a.shape[0] == small else cv2.resize(a, (small, small), interpolation=cv2.INTER_AREA)
+
+    ts, tr, tw = thumb(s), thumb(ref), thumb(weight)
+    w = tw[..., None] / max(float(tw.sum()), 1e-6)
+    ms, mr = (ts * w).sum((0, 1)), (tr * w).sum((0, 1))
+    ss = np.sqrt(((ts - ms) ** 2 * w).sum((0, 1))) + 1e-3
+    sr = np.sqrt(((tr - mr) ** 2 * w).sum((0, 1))) + 1e-3
     gain = np.clip(sr / ss, 0.7, 1.4)
     return np.clip((s - ms) * gain + mr, 0, 255)
 

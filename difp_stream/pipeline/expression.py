@@ -75,11 +75,11 @@ class ExpressionDrive:
 
     def __init__(self, expression, mesh: fm.FaceMesh, identity=None, smoothing: float = 0.15, tolerance: float = 0.35,
                  atlas_size: int = 64, feather: float = 0.05, gains: tuple[float, float] = (0.3, 3.0),
-                 max_drift: float = 0.5, settle: int = 6, check_above: float = 0.0):
+                 max_drift: float = 0.5, settle: int = 6, check_above: float = 0.0, size: int = 256):
         self.x, self.mesh, self.identity = expression, mesh, identity
         self.smoothing, self.tolerance, self.atlas_size, self.feather, self.gains, self.max_drift = (
             smoothing, tolerance, atlas_size, feather, gains, max_drift)
-        self.settle, self.check_above = settle, check_above
+        self.settle, self.check_above, self.size = settle, check_above, size
         self.std = np.maximum(np.asarray(expression.d.std, np.float32), 1e-4)
         self.rows = list(expression.rows)
         self.weights = np.array([WEIGHTS[n] if (i in self.rows or i in POSE) else 0.0
@@ -134,8 +134,11 @@ class ExpressionDrive:
 
     def keyframe(self, te: TrackExpression, key, crop: np.ndarray, index: int = 0) -> None:
         """The fake's unedited expression at a (new) keyframe; a new fake person starts a new atlas (with this
-        render in it)."""
+        render in it, at most ``size`` px like the drive's renders: every face of the atlas shows the same detail,
+        and a 512 px paste cost 50 ms a frame against 16 ms at 256)."""
         self._reset(te)
+        if crop.shape[0] > self.size:
+            crop = cv2.resize(crop, (self.size, self.size), interpolation=cv2.INTER_AREA)
         look = self.measure(crop)
         te.key = key
         te.fake = None if look is None else look.measured

@@ -77,7 +77,8 @@ class FaceProtector:
         from .expression import ExpressionDrive
 
         return ExpressionDrive(Expression(dirs, self.p.model), load_mesh(), self.id_enc,
-                               tolerance=self.cfg.expression_tolerance)
+                               tolerance=self.cfg.expression_tolerance,
+                               size=max(128, min(self.cfg.expression_render, self.cfg.max_render)))
 
     def _make_steer(self):
         dirs = getattr(self.p.model, "attributes", None)
@@ -138,8 +139,16 @@ class FaceProtector:
         kr = self.p.key_resolution  # keys at a higher resolution: their VAE encode is warmed up too
         self.p.protect(crops, seeds=[0], id_codes=code, keys=self.cfg.keys,
                        key_crops=np.zeros((1, kr, kr, 3), np.uint8))
-        if self.drive is not None:
+        if self.drive is not None:  # the face mesh, and the renders at the sizes the drive asks for
             self.drive.mesh(np.zeros((1, 256, 256, 3), np.uint8))
+            c = self.p.model.cfg
+            size, z = self.p.render_size, torch.zeros(1, c.n_layers, c.style_dim)  # (the mean face)
+            for s in sorted({128, max(128, min(self.cfg.expression_render, self.cfg.max_render))}):
+                self.p.render_size = s
+                self.p._render(z)
+            self.p.render_size = size
+        if self.steer is not None:
+            self.attr_est(np.zeros((1, 128, 128, 3), np.uint8))
 
     def _warn_once(self, key: str, msg: str) -> None:
         if key not in self._warned:
