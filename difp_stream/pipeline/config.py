@@ -13,7 +13,9 @@ class PipelineConfig:
     threshold: float = 0.5  # detector score threshold (low: a missed face is a leak, a false one costs little)
     detect_size: int = 1280  # frames are downscaled to this longest side for detection
     min_face: int = 12  # ignore faces smaller than this (pixels)
-    min_difp: int = 40  # faces narrower than this (pixels) get the blur cover: too small for a fake face to hold
+    min_difp: int = 20  # faces narrower than this (pixels) get the blur cover: too small for a fake face to hold
+    #                     (20-40 px faces get a 128 px render scaled down: on the crowd clip the blurred share of
+    #                     non-profile face-frames fell from 29.2% at 40 to 3.8%, 0 leaks of 73 checked faces)
     max_misses: int = 12  # frames a track is kept (and covered) without a detection
     identity_refresh: int = 0  # recompute a track's identity code every N frames (0: once per track)
     max_edge_cut: float = 0.15  # a face with more than this share of its box outside the frame is blurred (cut
