@@ -1,4 +1,4 @@
-"""Every figure in README, from a fresh install, in one command (about 40 minutes on the 2-core CPU here):
+"""Every figure in docs/benchmarks.md, from a fresh install, in one command (about 40 minutes on the 2-core CPU here):
 
     pip install -e ".[bench]" && python bench/all.py
 

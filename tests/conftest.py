@@ -18,6 +18,13 @@ os.environ["DIFP_STREAM_CONFIG"] = tempfile.mkdtemp(prefix="difp-config-")
 torch.set_num_threads(1)  # tiny models: one thread avoids oversubscription with ONNX Runtime and dlib
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests that need an RTSP server, Ray or a training run are slow too (``-m "not slow"`` leaves them out)."""
+    for item in items:
+        if any(item.get_closest_marker(m) for m in ("rtsp", "ray", "train")):
+            item.add_marker(pytest.mark.slow)
+
+
 def tiny_config(**kw) -> ModelConfig:
     base = dict(resolution=32, vae_channels=(16, 32), latent_channels=4, unet_channels=(16, 32),
                 unet_attn_levels=(False, True), unet_head_dim=16, token_dim=32, style_input=8)

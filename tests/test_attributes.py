@@ -60,6 +60,7 @@ def test_directions_move_gender_and_age_the_right_way_on_a_render(est):
         assert moved[j] > 0.5 * size, (j, moved)
 
 
+@pytest.mark.slow
 def test_attributes_keep_keeps_the_estimators_gender_and_age_band(tmp_path, est):
     """The astronaut (a woman of about 30) through the pipeline: with --attributes keep her fake face reads female
     and within 10 years, and is still far from her (dlib > 0.6); the steer ran on her track."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 import json
 
 import cv2
+import pytest
 
 from difp_stream.cli import main
 from difp_stream.video.synthetic import make_clip
 
 
+@pytest.mark.slow
 def test_bench_command_writes_results_and_figures(tmp_path):
     clip = make_clip(tmp_path / "clip.mp4", frames=10, fps=10, audio=False)
     out = tmp_path / "res"

@@ -10,6 +10,8 @@ from difp_stream.train.distill import DistillConfig, Distiller, load_records, ma
 from difp_stream.metrics import psnr as _psnr
 from tests.test_train import _faces
 
+pytestmark = pytest.mark.train
+
 
 
 

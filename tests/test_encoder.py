@@ -41,6 +41,7 @@ def test_ffhq_alignment_of_a_generated_face_is_nearly_the_identity(pairs):
     assert 0.85 < scale < 1.15 and np.abs(centre - 128).max() < 0.1 * 256
 
 
+@pytest.mark.train
 def test_tiny_encoder_learns_and_resumes(pairs, tmp_path):
     cfg = EncoderTrainConfig(steps=40, batch=4, lr=3e-3, eval_pairs=1, checkpoint_seconds=0, jitter=0.0)
     mcfg = EncoderConfig(size=32, channels=(8, 16), layer_rank=4)

@@ -72,6 +72,7 @@ def test_w_plus_with_equal_layers_is_the_single_style_render(gen, styles):
         assert _psnr(gen.synthesis(other, 128), b) < 30
 
 
+@pytest.mark.slow
 def test_early_exits_are_the_downscaled_full_render(gen, styles):
     """512 is the last wavelet stage's low band (the inverse step skipped): 40 dB against the 1024 render averaged
     2x2 (measured: 85 dB). 256 and 128 are early exits: trained heads on the 256² / 128² features, checked against
@@ -125,6 +126,7 @@ def test_backends_render_the_same_early_exit(gen, styles, kind, tmp_path, monkey
     assert got.shape == (1, 3, 128, 128) and _psnr(got, ref) >= 40
 
 
+@pytest.mark.slow
 def test_fp16_renders_as_fp32(gen, styles):
     """The half-precision path (what a CUDA GPU runs), checked on the CPU: the 128 px early exit within 40 dB."""
     import copy

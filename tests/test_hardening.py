@@ -295,6 +295,7 @@ def long_clip(tmp_path_factory):
     return make_clip(tmp_path_factory.mktemp("long") / "long.mp4", frames=240, fps=24)
 
 
+@pytest.mark.slow
 def test_10_sigterm_finishes_like_ctrl_c_and_sigkill_leaves_only_hidden_partials(tmp_path, long_clip, model_dir,
                                                                                  pair):
     out = tmp_path / "out.mp4"
@@ -321,6 +322,7 @@ def test_10_sigterm_finishes_like_ctrl_c_and_sigkill_leaves_only_hidden_partials
     assert sorted(p.name for p in killed.iterdir()) == ["out.mp4", "out.mp4.difpkeys"]
 
 
+@pytest.mark.slow
 def test_10_disk_full_is_one_clear_error_and_leaves_nothing(tmp_path, clip, model_dir):
     def small_disk():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
@@ -398,6 +400,7 @@ def test_14_rotation_is_kept_when_audio_comes_first(tmp_path, model_dir):
     assert probe(out).rotation == 90 and count_frames(out) == 8
 
 
+@pytest.mark.slow
 def test_15_a_source_that_opens_then_fails_backs_off_and_gives_up(tmp_path, model_dir):
     src = make_clip(tmp_path / "cam.mkv", frames=24, audio=False)
     stub = tmp_path / "stub.mkv"

@@ -259,6 +259,7 @@ def test_keys_at_a_higher_resolution_restore_the_face_in_place(tmp_path, two_fac
     assert e.value.code == 2
 
 
+@pytest.mark.slow
 def test_default_faithful_keys_restore_the_face_in_the_frame_above_35_db(tmp_path):
     """The auditor's view (bench/recovery.py's round trip: protect with a recipient, `recover`, the face region
     against the original decoded frame) with the shipped model: the default (faithful) keys bring the face back

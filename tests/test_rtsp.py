@@ -16,7 +16,7 @@ import pytest
 from tests.rtsp import Publisher, Relay, camera_frames, free_port, relay_available
 
 ROOT = Path(__file__).parent.parent
-pytestmark = pytest.mark.skipif(relay_available() is not None, reason=str(relay_available()))
+pytestmark = [pytest.mark.rtsp, pytest.mark.skipif(relay_available() is not None, reason=str(relay_available()))]
 
 
 class Filter:

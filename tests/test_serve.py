@@ -15,6 +15,8 @@ import pytest
 from difp_stream.cli import main
 from tests.rtsp import Publisher, Relay, relay_available
 
+pytestmark = pytest.mark.ray
+
 ray = pytest.importorskip("ray")
 
 

@@ -9,6 +9,8 @@ from difp_stream.cli import main
 from difp_stream.video.io import count_frames, probe
 from tests.conftest import VIDEOS
 
+pytestmark = pytest.mark.slow
+
 CROWD = VIDEOS / "facenet_pytorch_video.mp4"
 # the crowd clip (2 minutes of test time here with the tiny model) has its own, stricter test below: the shipped
 # model, every 4th frame checked for leaks; its container handling is what the other clips check

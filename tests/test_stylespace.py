@@ -82,6 +82,7 @@ def test_protect_recover_round_trip(model, face):
 
 
 @needs(FACES)
+@pytest.mark.train
 def test_training_learns_and_resumes(tmp_path):
     from difp_stream.train.stylespace import StyleDIFPTrainer, StyleTrainConfig, build_latents
 

@@ -9,6 +9,8 @@ from difp_stream.difp import DIFPModel
 from difp_stream.train import FaceSet, TrainConfig, Trainer
 from tests.conftest import tiny_config
 
+pytestmark = pytest.mark.train
+
 
 def _faces(n=24, res=32):
     rng = np.random.default_rng(0)
