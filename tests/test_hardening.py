@@ -253,6 +253,32 @@ def test_8_a_new_face_between_detections_is_covered_at_once(tmp_path, model_dir)
         assert _differs(a[i], b[i], (130, 90, 190, 160)) > 15, i
 
 
+
+def test_8_a_small_face_entering_beside_a_tracked_face_is_covered_at_once(tmp_path):
+    """A small face (a 28 px box) walks in 25 px beside a tracked 140 px face between detections (--detect-every
+    5): the change test must not ignore the area around a tracked face (it ignored 1.5x the box: the newcomer was
+    shown for 3 frames)."""
+    src = astronaut()[30:230, 130:330]
+    big, small = cv2.resize(src, (300, 300)), cv2.resize(src, (56, 56))
+    path = tmp_path / "beside.mp4"
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("libx264", rate=10)
+        v.width, v.height, v.pix_fmt = 640, 360, "yuv420p"
+        for i in range(10):
+            img = np.full((360, 640, 3), 120, np.uint8)
+            img[30:330, 40:340] = big  # her face's box: x 112-252
+            if i >= 2:  # the newcomer, at frame 2: between detections (its box: about x 272-297, y 108-140)
+                img[100:156, 258:314] = small
+            for p in v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+    out = tmp_path / "out.mp4"
+    assert run(path, out, "--no-keys", "--detect-every", "5") == 0  # the default model: it pastes the face alone
+    a, b = _frames(path), _frames(out)
+    for i in (2, 3, 4):
+        assert _differs(a[i], b[i], (276, 112, 294, 136)) > 15, i
+
 # ------------------------------------------------------------------------------------------ 9-17: files and the rest
 def test_9_a_key_file_never_lands_on_the_input_or_the_output(tmp_path, clip, model_dir, capsys):
     src = tmp_path / "in.mp4"

@@ -173,11 +173,12 @@ class FaceProtector:
         if self._ref is None or self._ref.shape != thumb.shape:
             return True
         diff = np.abs(thumb - self._ref) > self.cfg.change_level
-        for t in self.tracker.tracks:  # where tracked faces move is no news: they are covered anyway
+        # a tracked face moving inside its own (predicted) box is no news: it is covered anyway. Only the box itself,
+        # rounded out to thumbnail pixels: 1.5x the box hid a small newcomer beside a face for 3 frames
+        for t in self.tracker.tracks:
             box, _ = t.shifted(index - t.last_seen)
-            cx, cy = (box[0] + box[2]) / 16, (box[1] + box[3]) / 16
-            half = 0.75 * max(box[2] - box[0], box[3] - box[1]) / 8
-            diff[max(0, int(cy - half)):max(0, int(cy + half) + 1), max(0, int(cx - half)):max(0, int(cx + half) + 1)] = False
+            x0, y0, x1, y1 = (int(v) for v in (box[0] // 8, box[1] // 8, -(-box[2] // 8), -(-box[3] // 8)))
+            diff[max(0, y0):max(0, y1), max(0, x0):max(0, x1)] = False
         return int(diff.sum()) >= 4
 
     # ------------------------------------------------------------------------------------------------ the frame
