@@ -13,11 +13,12 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
 from .pipeline import FaceProtector
-from .video.io import STREAM_TAG
+from .video.io import STREAM_TAG, video_packets_sha256
 from .video.sinks import FileSink
 from .video.source import LiveSource
 
@@ -97,8 +98,8 @@ class KeyRouter:
 
     def on_close(self, path, frames: int) -> None:
         w, self.writer = self.writer, None
-        if w is not None:
-            w.close()
+        if w is not None:  # the segment is complete at ``path``: its video packets are signed with its keys
+            w.close(media={"packets_sha256": video_packets_sha256(path)} if frames and Path(path).exists() else None)
             if frames == 0:
                 w.path.unlink(missing_ok=True)
                 self.files.remove(self.final)

@@ -499,6 +499,47 @@ def test_17_passphrase_secret_mode_and_a_remuxed_video(tmp_path, clip, model_dir
                "--model", model_dir) == 5
 
 
+
+def test_17_recovery_checks_the_content_every_time_whatever_the_tag_says(tmp_path, clip, model_dir, pair, capsys):
+    """The key file's signed content hash is checked on every recovery: the right video re-encoded with a box drawn
+    on it keeps its stream-id tag and is still refused (exit 5), unless --force, which names the risk; an edited
+    image likewise."""
+    from difp_stream.video.io import STREAM_TAG
+
+    _, _, secret, pub = pair
+    out = tmp_path / "out.mp4"
+    assert run(clip, out, "--model", model_dir, "--recipient", pub) == 0
+    edited = tmp_path / "edited.mp4"  # decoded, a box drawn, encoded again, the tag copied: what an editor gives
+    with av.open(str(out)) as i, av.open(str(edited), "w", options={"movflags": "use_metadata_tags"}) as o:
+        o.metadata[STREAM_TAG] = i.metadata[STREAM_TAG]
+        v = o.add_stream("libx264", rate=10)
+        v.width, v.height, v.pix_fmt = i.streams.video[0].width, i.streams.video[0].height, "yuv420p"
+        for f in i.decode(video=0):
+            img = f.to_ndarray(format="rgb24")
+            img[5:25, 5:25] = 255
+            for p in v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                o.mux(p)
+        for p in v.encode(None):
+            o.mux(p)
+    keys = ["--keys", str(out) + ".difpkeys", "--identity", secret, "--model", model_dir]
+    capsys.readouterr()
+    assert run("recover", edited, tmp_path / "back.mp4", *keys) == 5
+    err = capsys.readouterr().err
+    assert "not signed for" in err and "re-encoded or edited" in err and "tag matches" in err
+    assert not (tmp_path / "back.mp4").exists()
+    assert run("recover", edited, tmp_path / "back.mp4", *keys, "--force") == 0
+    assert "--force" in capsys.readouterr().err and len(_frames(tmp_path / "back.mp4")) == 10
+    img = tmp_path / "face.png"
+    cv2.imwrite(str(img), astronaut()[:, :, ::-1])
+    assert run(img, tmp_path / "p.png", "--model", model_dir, "--recipient", pub) == 0
+    pic = cv2.imread(str(tmp_path / "p.png"))
+    pic[:10, :10] = 0
+    cv2.imwrite(str(tmp_path / "p2.png"), pic)
+    ikeys = ["--keys", str(tmp_path / "p.png") + ".difpkeys", "--identity", secret, "--model", model_dir]
+    assert run("recover", tmp_path / "p2.png", tmp_path / "r.png", *ikeys) == 5
+    assert "image's hash" in capsys.readouterr().err and not (tmp_path / "r.png").exists()
+    assert run("recover", tmp_path / "p2.png", tmp_path / "r.png", *ikeys, "--force") == 0
+
 def test_15_a_source_lost_after_delivering_frames_still_backs_off(tmp_path):
     """A source that delivers a few frames and drops (a looping HTTP source, a flaky camera) is reconnected with
     the doubling backoff, not at once: only a connection that stayed up ``stable`` seconds resets it."""

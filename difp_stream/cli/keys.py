@@ -55,27 +55,44 @@ def open_keys(args):
     return KeyReader(args.keys, load_secret(args.identity, passphrase(args)), partial=args.partial, trusted=trusted)
 
 
-def check_media(src: Path, kind: str, reader, keys: str) -> None:
-    """The key file belongs to this video (its stream-id tag, or after a remux that dropped the tag, its encoded
-    video packets) or this image (its SHA-256), as the filter signed it."""
+def check_media(src: Path, kind: str, reader, keys: str, force: bool = False) -> None:
+    """The key file belongs to what it restores into, by content, every time: an image by its SHA-256, a video by
+    its encoded video packets (the same after a remux that copies them), as the filter signed them; the stream-id
+    tag alone is not trusted (anyone can write one). A re-encoded or edited picture is refused, unless ``force``:
+    then a warning names the risk and recovery goes on. A key file that carries no signed content hash (cut short:
+    --partial) falls back on the tag, with a warning."""
     from ..keys import KeyError_, audit
     from ..video import stream_tag
     from ..video.io import video_packets_sha256
 
+    def refuse(why: str) -> None:
+        if not force:
+            raise KeyError_(f"{keys} was not signed for {src}: {why} (--force restores anyway, onto whatever the "
+                            "picture now shows)")
+        print(f"warning: --force: {why}; the original faces are pasted where the key file says, whatever is "
+              "there now", file=sys.stderr)
+
     if kind != "video":
         if reader.media.get("sha256") != audit.sha256_file(src):
-            raise KeyError_(f"{keys} belongs to another image (the image's hash is not the one the filter signed)")
+            refuse("the image's hash is not the one the filter signed (another image, or this one edited)")
         return
-    tag = stream_tag(src)
-    if tag == reader.header["stream_id"]:
+    tag, want = stream_tag(src), reader.media.get("packets_sha256")
+    if want is None:  # no signed content hash: a key file cut short
+        if tag != reader.header["stream_id"]:
+            refuse(f"another video (stream id {reader.header['stream_id'][:8]}…, the video has "
+                   f"{tag[:8] + '…' if tag else 'none'})")
+            return
+        print("warning: the key file holds no signed hash of the video's content (cut short?): it is matched by "
+              "its stream-id tag only", file=sys.stderr)
         return
-    want = reader.media.get("packets_sha256")
-    if tag is None and want and video_packets_sha256(src) == want:
-        print("note: the video has no stream-id tag (remuxed?), but its video packets are the ones the key file "
-              "was signed for", file=sys.stderr)
+    if video_packets_sha256(src) != want:
+        refuse("its video packets are not the ones the key file was signed for (another video, or this one "
+               "re-encoded or edited)" + (", though its stream-id tag matches" if tag == reader.header["stream_id"]
+                                          else ""))
         return
-    raise KeyError_(f"{keys} belongs to another video (stream id {reader.header['stream_id'][:8]}…, "
-                    f"the video has {tag[:8] + '…' if tag else 'none'}, and its packets differ)")
+    if tag != reader.header["stream_id"]:
+        print("note: the video has no matching stream-id tag (remuxed?), but its video packets are the ones the "
+              "key file was signed for", file=sys.stderr)
 
 
 def model_for_keys(args, header: dict):
@@ -103,6 +120,9 @@ def cmd_recover(argv: list[str]) -> int:
     key_reading_args(p)
     p.add_argument("--track", type=int, action="append", default=None, help="restore only this track (repeatable)")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--force", action="store_true",
+                   help="restore into a video or image whose content is not what the key file was signed for "
+                        "(re-encoded, edited): the faces land where the key file says, whatever is there now")
     model_args(p)
     video_args(p, crf=None, crf_help="4; 0, lossless, when the key file holds exact-mode records")
     args = p.parse_args(argv)
@@ -117,7 +137,7 @@ def cmd_recover(argv: list[str]) -> int:
         check_key_path(Path(args.keys), dst)
         reader = open_keys(args)
         kind = kind_of(src)
-        check_media(src, kind, reader, args.keys)
+        check_media(src, kind, reader, args.keys, force=args.force)
         # every record decrypted once before anything is written (then again as the frames come: a long recovery
         # holds one frame's records at a time, not the whole file's pixels)
         faces = lossless = 0
