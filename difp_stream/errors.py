@@ -71,3 +71,9 @@ def redact_message(e: Exception | str, url: str) -> str:
         for secret in sorted((x for x in secrets if len(x) >= 3), key=len, reverse=True):
             text = text.replace(secret, "***")
     return text
+
+
+def stop_on_sigterm(*_):
+    """A SIGTERM handler (systemd, docker stop, Kubernetes) that stops a run as Ctrl-C does: a playable output, the
+    open segment finalised, its keys closed."""
+    raise KeyboardInterrupt

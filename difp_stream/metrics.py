@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .faces import align
+from .faces.align import band_energy  # noqa: F401  (measured here, used by the paste too)
+
 LEAK_L2 = 0.6  # dlib L2 below which two faces are the same person
 
 
@@ -17,20 +20,6 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     from skimage.metrics import structural_similarity
 
     return float(structural_similarity(a, b, channel_axis=-1, data_range=255))
-
-
-def band_energy(img: np.ndarray, size: int = 128) -> tuple[float, float]:
-    """(mid, high): FFT power of a picture resized to ``size`` grey, Hann-windowed, in the radial bands 8-32 and
-    32-64 cycles per 128 px (eyes, mouth, wrinkles; texture and noise)."""
-    import cv2
-
-    g = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY) if img.ndim == 3 else img
-    g = cv2.resize(g, (size, size), interpolation=cv2.INTER_AREA).astype(np.float64)
-    w = np.outer(np.hanning(size), np.hanning(size))
-    p = np.abs(np.fft.fftshift(np.fft.fft2((g - g.mean()) * w))) ** 2
-    yy, xx = np.mgrid[:size, :size] - size // 2
-    r = np.hypot(yy, xx) * 128 / size
-    return float(p[(r >= 8) & (r < 32)].sum()), float(p[(r >= 32) & (r < 64)].sum())
 
 
 def band_ratios(original: np.ndarray, output: np.ndarray) -> tuple[float, float]:
@@ -47,8 +36,6 @@ class Faces:
         self.det, self.enc = Detector(threshold=0.5, max_side=1280), DlibIdentityEncoder()
 
     def descriptor(self, img: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-        from .faces import align
-
         return self.enc(align.crop(img, align.similarity(landmarks, 128), 128)[None])[0]
 
 
@@ -98,7 +85,6 @@ def flicker(frames: list, outs: list, faces_per_frame: list) -> dict:
     """Temporal flicker of the faces: mean absolute difference (0-255) between a track's face in two consecutive
     frames, both cut with the later frame's alignment (128 px template), for the output and for the original; the
     ratio output / original is what the README's goal (<= 1.5) reads."""
-    from .faces import align
 
     prev: dict[int, int] = {}
     out_d, orig_d = [], []

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .common import (EXIT_OK, check_key_path, expected, fail, key_shapes, load_model, make_protector, pipeline_cfg,
                      recipient, sampling, signer)
-from .protect import stop_on_sigterm
+from ..errors import stop_on_sigterm
 
 
 def cmd_live(args, protector=None, stop=None, on_stats=None) -> int:

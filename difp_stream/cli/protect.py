@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import stop_on_sigterm
 from .common import (EXIT_CODES, EXIT_OK, IMAGE_KEY_RESOLUTION, auto_pair, check_key_path, check_paths, expected, fail, kind_of,
                      key_shapes, load_model, make_protector, model_args, num, pipeline_cfg, pub_of, recipient,
                      sampling, signer, video_args)
@@ -173,10 +174,6 @@ def cmd_protect(argv: list[str]) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         run.close()
-
-
-def stop_on_sigterm(*_):
-    raise KeyboardInterrupt
 
 
 @dataclass

@@ -15,11 +15,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .mobilestylegan import STYLE_DIM
-
 # size -> (feature node, channels, index of the first style layer the exit skips)
 EXITS = {128: ("LeakyRelu_542", 256, 16), 256: ("LeakyRelu_642", 128, 19)}
 N_LAYERS = 23
+STYLE_DIM = 512  # the generator's style width (defined here: mobilestylegan.py loads these heads)
 
 
 class ExitHead(nn.Module):

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .heads import EXITS, STYLE_DIM, ExitHead
 from .ir import IRGraph, Node
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "mobilestylegan"
-STYLE_DIM = 512
 SIZES = (128, 256, 512, 1024)
 _WAVELET = "Add_754"  # the last stage's 12 wavelet channels at 512 px (low band first), before the inverse step
 
@@ -122,7 +122,6 @@ class Generator(torch.nn.Module):
 @lru_cache(maxsize=2)
 def load_generator(folder: str | None = None, device: str = "cpu") -> Generator:
     """The shipped generator (or one converted into ``folder``), in eval mode."""
-    from .heads import EXITS, ExitHead
 
     d = Path(folder) if folder else WEIGHTS
     heads = {s: h for s in EXITS if (h := ExitHead.load(d, s)) is not None}

@@ -105,7 +105,7 @@ def serve(cfg: ServeConfig, address: str | None = None, duration: float = 0.0, s
 
     import ray
 
-    from ..cli.protect import stop_on_sigterm
+    from ..errors import stop_on_sigterm
 
     services, workers = start(cfg, address)
     if threading.current_thread() is threading.main_thread():  # after ray.init, which puts in its own handler
