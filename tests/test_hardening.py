@@ -232,26 +232,36 @@ def test_7_a_face_cut_by_the_frame_edge_is_covered(tmp_path, model_dir):
         assert _differs(part, out, (0, 70, 270 - cut, 170)) > 15, cut
 
 
-def test_8_a_new_face_between_detections_is_covered_at_once(tmp_path, model_dir):
-    face = cv2.resize(astronaut()[30:230, 130:330], (120, 120))
-    path = tmp_path / "walk_in.mp4"
+def _walk_in_clip(path, size, background=None, face=None, at=None):
+    """10 frames at 10 fps of grey ``size`` (w, h), with ``background`` (a picture, its (x, y)) in every frame and
+    ``face`` at ``at`` (x, y) from frame 2 on (between detections with --detect-every 5)."""
+    w, h = size
     with av.open(str(path), "w") as c:
         v = c.add_stream("libx264", rate=10)
-        v.width, v.height, v.pix_fmt = 320, 240, "yuv420p"
+        v.width, v.height, v.pix_fmt = w, h, "yuv420p"
         for i in range(10):
-            img = np.full((240, 320, 3), 120, np.uint8)
-            if i >= 2:  # she walks in at frame 2: between detections with --detect-every 5
-                img[60:180, 100:220] = face
+            img = np.full((h, w, 3), 120, np.uint8)
+            if background is not None:
+                bx, by = background[1]
+                img[by:by + background[0].shape[0], bx:bx + background[0].shape[1]] = background[0]
+            if i >= 2:
+                x, y = at
+                img[y:y + face.shape[0], x:x + face.shape[1]] = face
             for p in v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                 c.mux(p)
         for p in v.encode(None):
             c.mux(p)
+    return path
+
+
+def test_8_a_new_face_between_detections_is_covered_at_once(tmp_path, model_dir):
+    face = cv2.resize(astronaut()[30:230, 130:330], (120, 120))
+    path = _walk_in_clip(tmp_path / "walk_in.mp4", (320, 240), face=face, at=(100, 60))  # she walks in at frame 2
     out = tmp_path / "out.mp4"
     assert run(path, out, "--model", model_dir, "--no-keys", "--detect-every", "5") == 0
     a, b = _frames(path), _frames(out)
     for i in (2, 3, 4):
         assert _differs(a[i], b[i], (130, 90, 190, 160)) > 15, i
-
 
 
 def test_8_a_small_face_entering_beside_a_tracked_face_is_covered_at_once(tmp_path):
@@ -260,24 +270,14 @@ def test_8_a_small_face_entering_beside_a_tracked_face_is_covered_at_once(tmp_pa
     shown for 3 frames)."""
     src = astronaut()[30:230, 130:330]
     big, small = cv2.resize(src, (300, 300)), cv2.resize(src, (56, 56))
-    path = tmp_path / "beside.mp4"
-    with av.open(str(path), "w") as c:
-        v = c.add_stream("libx264", rate=10)
-        v.width, v.height, v.pix_fmt = 640, 360, "yuv420p"
-        for i in range(10):
-            img = np.full((360, 640, 3), 120, np.uint8)
-            img[30:330, 40:340] = big  # her face's box: x 112-252
-            if i >= 2:  # the newcomer, at frame 2: between detections (its box: about x 272-297, y 108-140)
-                img[100:156, 258:314] = small
-            for p in v.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-        for p in v.encode(None):
-            c.mux(p)
+    # her face's box: x 112-252; the newcomer's, from frame 2: about x 272-297, y 108-140
+    path = _walk_in_clip(tmp_path / "beside.mp4", (640, 360), background=(big, (40, 30)), face=small, at=(258, 100))
     out = tmp_path / "out.mp4"
     assert run(path, out, "--no-keys", "--detect-every", "5") == 0  # the default model: it pastes the face alone
     a, b = _frames(path), _frames(out)
     for i in (2, 3, 4):
         assert _differs(a[i], b[i], (276, 112, 294, 136)) > 15, i
+
 
 # ------------------------------------------------------------------------------------------ 9-17: files and the rest
 def test_9_a_key_file_never_lands_on_the_input_or_the_output(tmp_path, clip, model_dir, capsys):
