@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import RESULTS, SHARED, machine  # noqa: E402
-from difp_stream.benchmark import read_frames, run_difp  # noqa: E402
+from difp_stream.app.benchmark import read_frames, run_difp  # noqa: E402
 from difp_stream.difp import load_model  # noqa: E402
 
 TALKING_MOUTH, TALKING_SMILE = 0.03, 0.02

@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import RESULTS  # noqa: E402
-from difp_stream import benchmark  # noqa: E402
+from difp_stream.app import benchmark  # noqa: E402
 from difp_stream.difp import load_model  # noqa: E402
 from difp_stream.pipeline import PipelineConfig  # noqa: E402
 

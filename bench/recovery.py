@@ -21,7 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import RESULTS, SHARED, machine  # noqa: E402
-from difp_stream.benchmark import MODES, read_frames, round_trip  # noqa: E402
+from difp_stream.app.bench_recovery import MODES, round_trip  # noqa: E402
+from difp_stream.app.benchmark import read_frames  # noqa: E402
 from difp_stream.cli import main as cli  # noqa: E402
 from difp_stream.keys import generate  # noqa: E402
 

@@ -1,8 +1,11 @@
-"""The package's import graph has no circle: every import counts, those inside functions included (an import
-moved into a function hides a circle from Python, not from a reader)."""
+"""The package's shape: its import graph has no circle (every import counts, those inside functions included: an
+import moved into a function hides a circle from Python, not from a reader); only the command line imports the
+command line; the application layer is the one door from an entry point to the pipeline; no module over 400 lines,
+no function over 80."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "difp_stream"
@@ -79,8 +82,43 @@ def test_the_finder_sees_a_circle_hidden_in_a_function():
     assert circles(g) == [["a", "b", "c"]]
     graph = import_graph()
     assert "difp_stream.difp.stylespace" in graph["difp_stream.difp.registry"]  # a top-level relative import
-    assert "difp_stream.realtime" in graph["difp_stream.cli.live"]  # one inside a function
+    assert "difp_stream.runtime.tensorrt" in graph["difp_stream.runtime.backends"]  # one inside a function
 
 
 def test_no_import_circle_in_the_package():
     assert circles(import_graph()) == []
+
+
+def test_nothing_below_the_command_line_imports_it():
+    """``cli/`` turns argv into options; ``app/``, ``serve/`` and the rest never reach back into it."""
+    graph = import_graph()
+    back = {m: sorted(d for d in deps if d.startswith("difp_stream.cli")) for m, deps in graph.items()
+            if not m.startswith("difp_stream.cli") and m != "difp_stream.__main__"}
+    assert {m: d for m, d in back.items() if d} == {}
+
+
+def test_entry_points_build_through_the_application_layer():
+    """The command line, serve's camera workers and model replicas, and the benchmark reach the model through
+    ``app`` (``app.build`` is the only module below them that makes a Protector or selects a backend)."""
+    graph = import_graph()
+    for entry in ("difp_stream.cli.protect", "difp_stream.serve.cameras", "difp_stream.serve.service",
+                  "difp_stream.app.benchmark"):
+        assert any(d.startswith("difp_stream.app") for d in graph[entry]), entry
+    makers = {m for m, p in _modules().items()
+              if "Protector(" in p.read_text().replace("FaceProtector(", "").replace("ServiceProtector(", "")
+              and not m.startswith(("difp_stream.difp", "difp_stream.train"))}  # (training: its own teacher)
+    assert makers == {"difp_stream.app.build"}, makers
+    selectors = {m for m, p in _modules().items() if re.search(r"(?<![\w.])select\(", p.read_text())
+                 and not m.startswith(("difp_stream.runtime", "difp_stream.train", "difp_stream.cli.train"))}
+    assert selectors == {"difp_stream.app.build"}, selectors
+
+
+def test_no_module_over_400_lines_and_no_function_over_80():
+    long_files = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
+                  if (n := len(p.read_text().splitlines())) > 400}
+    long_functions = {}
+    for p in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                long_functions[f"{p.relative_to(PACKAGE)}:{node.name}"] = node.end_lineno - node.lineno + 1
+    assert long_files == {} and long_functions == {}

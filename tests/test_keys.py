@@ -265,7 +265,7 @@ def test_default_faithful_keys_restore_the_face_in_the_frame_above_35_db(tmp_pat
     against the original decoded frame) with the shipped model: the default (faithful) keys bring the face back
     above 35 dB and re-identified; the diffusion key alone restores the model's reconstruction, another person's
     face, in a smaller file."""
-    from difp_stream.benchmark import round_trip
+    from difp_stream.app.bench_recovery import round_trip
 
     clip = make_clip(tmp_path / "g.mp4", frames=6, size=(640, 480), fps=25)
     secret, pub = generate(tmp_path / "auditor.key")

@@ -64,7 +64,7 @@ def test_cli_default_protects_an_image_and_faithful_keys_bring_it_back(tmp_path)
     default (faithful) keys to within a small share of what protection changed."""
     import cv2
 
-    from difp_stream.benchmark import faces_leaked
+    from difp_stream.app.benchmark import faces_leaked
     from difp_stream.cli import main
     from difp_stream.keys import KeyReader, load_secret
     from difp_stream.video.synthetic import astronaut

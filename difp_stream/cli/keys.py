@@ -5,8 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import (EXIT_CODES, EXIT_OK, check_key_path, check_paths, expected, fail, kind_of, load_model,
-                     make_protector, model_args, passphrase, video_args)
+from ..app.files import check_key_path, check_paths, media_of
+from .common import EXIT_CODES, EXIT_OK, expected, fail, load_model, make_protector, model_args, passphrase, video_args
 
 
 def cmd_keygen(argv: list[str]) -> int:
@@ -136,7 +136,7 @@ def cmd_recover(argv: list[str]) -> int:
         check_paths(src, dst, args.overwrite)
         check_key_path(Path(args.keys), dst)
         reader = open_keys(args)
-        kind = kind_of(src)
+        kind = media_of(src)
         check_media(src, kind, reader, args.keys, force=args.force)
         # every record decrypted once before anything is written (then again as the frames come: a long recovery
         # holds one frame's records at a time, not the whole file's pixels)

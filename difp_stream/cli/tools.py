@@ -21,7 +21,7 @@ def cmd_export(argv: list[str]) -> int:
     from ..runtime.onnx_export import export
 
     model = load_model(args.model)
-    if getattr(model.cfg, "kind", "") == "stylespace":  # its cost is the encoder and the renders: those graphs
+    if model.kind == "stylespace":  # its cost is the encoder and the renders: those graphs
         from ..runtime.styles import export_graphs
 
         for path in export_graphs(model, Path(args.out) if args.out else None):
@@ -55,7 +55,7 @@ def cmd_bench(argv: list[str]) -> int:
     p.add_argument("--no-keys", action="store_true", help="measure without recovery keys")
     model_args(p, ("all",))  # all: the whole pipeline once per available backend
     args = p.parse_args(argv)
-    from .. import benchmark
+    from ..app import benchmark
     from ..video import InputError
 
     try:

@@ -110,7 +110,20 @@ class FastDecoder(nn.Module):
 
 
 class DIFPModel(nn.Module):
-    """All trained parts plus the statistics the method needs (embedding normalisation, surrogate distribution)."""
+    """All trained parts plus the statistics the method needs (embedding normalisation, surrogate distribution).
+
+    What every model kind declares (the pipeline reads these, never guesses): ``kind`` (its config's), ``framing``
+    (how crops are cut: ``faces/align.framing_transform``), ``latent_shape``, ``rekey`` (a fresh DIFP run at every
+    keyframe, or the first one's fake carried), ``keys_have_resolution`` (keys restore faces at a chosen size),
+    :meth:`key_shapes` (a key record's arrays), and ``directions`` / ``attributes`` (expression and attribute
+    directions, or None)."""
+
+    kind = "pixels"
+    framing = "template"  # crops on the 128 px five-point template
+    rekey = True  # every keyframe is a fresh DIFP run (its fake person follows from the seed and conditions)
+    keys_have_resolution = True  # the original can be encoded at a larger key resolution
+    directions = None  # no expression directions in a pixel model
+    attributes = None
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -129,6 +142,18 @@ class DIFPModel(nn.Module):
         self.register_buffer("id_std", torch.ones(cfg.id_dim))
         self.register_buffer("id_chol", torch.eye(cfg.id_dim) * 0.1)
         self.register_buffer("trained", torch.zeros((), dtype=torch.uint8))
+
+    @property
+    def latent_shape(self) -> tuple:
+        c = self.cfg
+        return (c.latent_channels, c.latent_size, c.latent_size)
+
+    def key_shapes(self, key_resolution: int) -> dict:
+        """The arrays of one key record (a key resolution above the model's enlarges the correction)."""
+        c = self.cfg
+        k = c.latent_size * (key_resolution or c.resolution) // c.resolution
+        return {"z_ts": list(self.latent_shape), "correction": [c.latent_channels, k, k], "id_code": [c.id_dim],
+                "style": [c.style_tokens, c.token_dim]}
 
     # ---- conditions
     def id_tokens(self, id_codes: torch.Tensor) -> torch.Tensor:
@@ -154,11 +179,14 @@ class DIFPModel(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.vae.encode(x).latent_dist.mean * self.cfg.latent_scale
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, size: int | None = None) -> torch.Tensor:
+        """Latents -> images in [-1, 1] at the model's resolution (``size``: None or that resolution)."""
+        check_size(self.cfg.resolution, size)
         return self.vae.decode(z / self.cfg.latent_scale).sample.clamp(-1, 1)
 
-    def decode_protected(self, z: torch.Tensor) -> torch.Tensor:
+    def decode_protected(self, z: torch.Tensor, size: int | None = None) -> torch.Tensor:
         """Render protected latents: the fast decoder where the model has one, else the VAE decoder."""
+        check_size(self.cfg.resolution, size)
         if self.fast_dec is None:
             return self.decode(z)
         return self.fast_dec(z / self.cfg.latent_scale).clamp(-1, 1)
@@ -211,6 +239,12 @@ class DIFPModel(nn.Module):
     @property
     def is_trained(self) -> bool:
         return bool(self.trained.item())
+
+
+def check_size(resolution: int, size: int | None) -> None:
+    """A pixel model decodes at its own resolution only (a style-space model renders at any size)."""
+    if size is not None and size != resolution:
+        raise ValueError(f"this model decodes at {resolution} px, not {size}")
 
 
 def fingerprint(model: nn.Module) -> str:

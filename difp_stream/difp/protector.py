@@ -145,9 +145,7 @@ class Protector:
     # ------------------------------------------------------------------ helpers
     def _render(self, z: torch.Tensor) -> np.ndarray:
         """The protected latents decoded (a style-space model: rendered at ``render_size``)."""
-        if self.render_size:
-            return to_uint8(self.net.decode_protected(z, self.render_size))
-        return to_uint8(self.net.decode_protected(z))
+        return to_uint8(self.net.decode_protected(z, self.render_size))
 
     def _t(self, stage: str):
         return self.timings(stage) if self.timings is not None else nullcontext()

@@ -140,7 +140,11 @@ class StyleDenoiser(nn.Module):
 
 class StyleDIFP(nn.Module):
     """The trained parts (denoiser, condition encoders, null tokens), the statistics (identity codes, W+), and the
-    pretrained encoder / generator pair they work with (not saved with the model: shipped apart)."""
+    pretrained encoder / generator pair they work with (not saved with the model: shipped apart). Declares what
+    :class:`~difp_stream.difp.models.DIFPModel` lists (kind, framing, latent shape, rekey, key layout, directions)."""
+
+    kind = "stylespace"
+    keys_have_resolution = False  # a key is the face's W+ latent: the generator renders it at any size
 
     def __init__(self, cfg: StyleModelConfig, encoder=None, generator=None):
         super().__init__()
@@ -160,6 +164,20 @@ class StyleDIFP(nn.Module):
         self.fast_dec = None
         self.directions = None  # expression directions (difp/expression.py), from the model's folder
         self.attributes = None  # gender and age directions (difp/attributes.py), from the model's folder
+
+    @property
+    def framing(self) -> str:
+        return self.cfg.framing  # FFHQ's crop
+
+    @property
+    def latent_shape(self) -> tuple:
+        return (self.cfg.n_layers, self.cfg.style_dim)
+
+    def key_shapes(self, key_resolution: int = 0) -> dict:
+        """The arrays of one key record: the inverted latent and its correction in W+, the conditions."""
+        c = self.cfg
+        return {"z_ts": list(self.latent_shape), "correction": list(self.latent_shape), "id_code": [c.id_dim],
+                "style": [c.style_tokens, c.token_dim]}
 
     # ---- the pretrained pair (loaded on first use)
     @property

@@ -3,7 +3,9 @@ settings and counters (``config.py``); per-track state, the similarity skip and 
 authorized replay at the frame level (``recover.py``).
 
 ``FaceProtector(protector, identity_encoder, cfg).process(frame_index, rgb) -> rgb`` is the frame-level API for
-library use; the video loops (files: ``video.io.transcode``; live: ``realtime.run_live``) call it per frame."""
+library use; the video loops (files: ``video.io.transcode``; live: ``app.live.run_live``) call it per frame;
+the stages of a model that keeps one fake person per track (expression drive, attribute steer, checks of carried
+faces) are in ``carry.py``."""
 from .config import PipelineConfig, Stats, Timings
 from .frame import FaceProtector
 from .recover import FaceRecoverer

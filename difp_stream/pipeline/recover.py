@@ -46,7 +46,7 @@ class FaceRecoverer:
             crops = self.p.recover([r.key for r in diffusion])
             for r, c in zip(diffusion, crops):  # the transform maps to the model's crop; keys may be larger
                 align.paste(out, c, r.transform * (c.shape[0] / self.p.resolution),
-                            mask=align.framing_mask(getattr(self.p.model.cfg, "framing", "template"), c.shape[0]))
+                            mask=align.framing_mask(self.p.model.framing, c.shape[0]))
         for r in recs:
             if r.exact is not None:
                 (x0, y0, x1, y1), pixels = r.exact[0], r.exact_pixels()

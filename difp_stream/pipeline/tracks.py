@@ -147,3 +147,19 @@ class IdentityCheck:
         if first is not None and best.surrogate is not None and best is not result:
             st.surrogate = best.surrogate  # privacy first: this track's fake person changes from here on
         return best
+
+
+@dataclass
+class Crops:
+    """A frame's faces, aligned: at 128 (identity codes, checks), at the model's resolution, at the keys'."""
+
+    c128: np.ndarray
+    model: np.ndarray
+    key: np.ndarray | None
+
+
+@dataclass
+class Plan:
+    same: list = field(default_factory=list)  # faces whose last result is reused (similarity skip)
+    full: list = field(default_factory=list)  # DIFP keyframes
+    carried: list = field(default_factory=list)  # carried from their track's last keyframe

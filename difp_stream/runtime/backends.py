@@ -41,7 +41,7 @@ def select(name: str, model: DIFPModel, device: str = "cpu", log=None):
     graphs; on CPU ONNX Runtime, else PyTorch). Returns ``(backend or None for plain torch, name used)``."""
     say = log or _log.warning
     avail = available()
-    if getattr(model.cfg, "kind", "") == "stylespace":
+    if model.kind == "stylespace":
         return _select_styles(name, model, avail, say)
     order = [name] if name != "auto" else (["tensorrt", "torch-cuda", "torch"] if device.startswith("cuda") else ["onnxruntime", "torch"])
     for cand in order:

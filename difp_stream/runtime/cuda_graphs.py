@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..difp.models import DIFPModel
+from ..difp.models import DIFPModel, check_size
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +78,11 @@ class CudaGraphBackend:
         return self._run("vae_encoder", self.net.encode, x).to(x.device)
 
     @torch.no_grad()
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, size: int | None = None) -> torch.Tensor:
+        check_size(self.net.cfg.resolution, size)
         return self._run("vae_decoder", self.net.decode, z).to(z.device)
 
     @torch.no_grad()
-    def decode_protected(self, z: torch.Tensor) -> torch.Tensor:
+    def decode_protected(self, z: torch.Tensor, size: int | None = None) -> torch.Tensor:
+        check_size(self.net.cfg.resolution, size)
         return self._run("fast_decoder", self.net.decode_protected, z).to(z.device)

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..difp.models import DIFPModel
+from ..difp.models import DIFPModel, check_size
 from . import cache
 
 
@@ -28,6 +28,7 @@ class OrtBackend:
         names = ["unet", "vae_encoder", "vae_decoder"] + (["fast_decoder"] if model.fast_dec is not None else [])
         self.sess = {n: ort.InferenceSession(str(d / f"{n}.onnx"), opts, providers=self.providers) for n in names}
         self.onnx_dir = d
+        self.resolution = model.cfg.resolution
 
     @staticmethod
     def _np(t: torch.Tensor) -> np.ndarray:
@@ -41,8 +42,9 @@ class OrtBackend:
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.sess["vae_encoder"].run(None, {"x": self._np(x)})[0]).to(x.device)
 
-    def decode(self, z: torch.Tensor, graph: str = "vae_decoder") -> torch.Tensor:
+    def decode(self, z: torch.Tensor, size: int | None = None, graph: str = "vae_decoder") -> torch.Tensor:
+        check_size(self.resolution, size)
         return torch.from_numpy(self.sess[graph].run(None, {"z": self._np(z)})[0]).to(z.device)
 
-    def decode_protected(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decode(z, "fast_decoder" if "fast_decoder" in self.sess else "vae_decoder")
+    def decode_protected(self, z: torch.Tensor, size: int | None = None) -> torch.Tensor:
+        return self.decode(z, size, "fast_decoder" if "fast_decoder" in self.sess else "vae_decoder")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..difp.models import DIFPModel
+from ..difp.models import DIFPModel, check_size
 from . import cache
 
 
@@ -105,6 +105,7 @@ class TrtBackend:
                 shapes = {k: ((1, *s), (4, *s), (max_batch, *s)) for k, s in inputs.items()}
                 build_engine(onnx_dir / f"{name}.onnx", plan, shapes)
             self.run[name] = TrtRunner(plan)
+        self.resolution = c.resolution
 
     def eps(self, z: torch.Tensor, t, ctx: torch.Tensor) -> torch.Tensor:
         tt = torch.full((z.shape[0],), int(t), device="cuda", dtype=torch.int64)
@@ -113,8 +114,9 @@ class TrtBackend:
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.run["vae_encoder"](x=x.float().cuda()).to(x.device)
 
-    def decode(self, z: torch.Tensor, graph: str = "vae_decoder") -> torch.Tensor:
+    def decode(self, z: torch.Tensor, size: int | None = None, graph: str = "vae_decoder") -> torch.Tensor:
+        check_size(self.resolution, size)
         return self.run[graph](z=z.float().cuda()).to(z.device)
 
-    def decode_protected(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decode(z, "fast_decoder" if "fast_decoder" in self.run else "vae_decoder")
+    def decode_protected(self, z: torch.Tensor, size: int | None = None) -> torch.Tensor:
+        return self.decode(z, size, "fast_decoder" if "fast_decoder" in self.run else "vae_decoder")

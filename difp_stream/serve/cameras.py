@@ -9,12 +9,16 @@ import threading
 import time
 from contextlib import redirect_stderr
 
+from ..app import build
+from ..app.live import protect_stream
+from .service import ServiceProtector
+
 
 class CameraWorker:
-    def __init__(self, name: str, argv: list[str], service, model_name: str):
+    def __init__(self, name: str, options, service):
         import ray
 
-        self.name, self.argv, self.service, self.model_name = name, list(argv), service, model_name
+        self.name, self.options, self.service = name, options, service
         self.started = time.time()
         self.restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
         self.snapshot: dict = {}
@@ -25,22 +29,12 @@ class CameraWorker:
         self.thread.start()
 
     def _run(self) -> None:
-        from ..cli.protect import protect_parser
-        from ..difp import load_model
-        from .service import ServiceProtector
-
         try:
-            args = protect_parser().parse_args(self.argv)
-            args.no_progress, args.stats_every = True, args.stats_every or 5.0
-            if args.segment_seconds:
-                args.overwrite = False
-            from ..cli.live import cmd_live
-
-            protector = ServiceProtector(self.service, load_model(self.model_name))
+            protector = ServiceProtector(self.service, build.load_model(self.options.model)[0])
             self.state = "running"
             with redirect_stderr(self.log):  # the camera's own messages; `status` returns their tail
-                rc = cmd_live(args, protector=protector, stop=self.stop_event, on_stats=self._on_stats)
-            self.state = "stopped" if self.stop_event.is_set() or rc == 0 else f"failed (exit {rc})"
+                protect_stream(self.options, protector=protector, stop=self.stop_event, on_stats=self._on_stats)
+            self.state = "stopped"
         except BaseException as e:  # reported by status(); the driver shows it
             self.state, self.error = "failed", f"{type(e).__name__}: {e}"
 

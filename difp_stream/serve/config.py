@@ -13,7 +13,8 @@
     stats_seconds = 5             # status file and metrics refresh
     status_file = "serve.status.json"   # relative to the config file; `difp-stream serve CONFIG --status` reads it
 
-    [defaults]                    # options for every camera (any `difp-stream URL OUTPUT` option, as key = value)
+    [defaults]                    # options for every camera (any `difp-stream URL OUTPUT` option, as key = value:
+                                  # the fields of app/options.py, checked as the command line checks them)
     recipient = "auditor.pub"
     segment_seconds = 600
 
@@ -29,9 +30,10 @@ from __future__ import annotations
 import math
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from ..app.options import Options, SamplingOptions, check_section
 from ..errors import UsageError
 
 MODEL_KEYS = {"name": str, "backend": str, "batch": int, "wait_ms": (int, float), "replicas": int, "cpus": (int, float),
@@ -56,7 +58,7 @@ class ModelSpec:
     cpus: float = 1.0
     gpus: float = 0.0
     threads: int = 0
-    sampling: dict = field(default_factory=dict)
+    sampling: SamplingOptions | dict = field(default_factory=dict)  # a TOML table, then its SamplingOptions
 
 
 @dataclass
@@ -64,20 +66,8 @@ class Camera:
     name: str
     input: str
     outputs: list[str]
-    options: dict  # option name (underscores) -> value, [defaults] merged
+    options: Options  # the camera's protect options ([defaults] merged), checked like the command line's
     cpus: float = 1.0
-
-    def argv(self) -> list[str]:
-        """The camera as a `difp-stream INPUT OUTPUT... --option value` command line (parsed by the same parser,
-        so every option keeps its range checks)."""
-        args = [self.input, *self.outputs]
-        for k, v in self.options.items():
-            flag = "--" + k.replace("_", "-")
-            if v is True:
-                args.append(flag)
-            elif v is not False:
-                args += [flag, str(v)]
-        return args
 
 
 @dataclass
@@ -108,33 +98,38 @@ def _kind(t) -> str:
     return " or ".join(names[x] for x in (t if isinstance(t, tuple) else (t,)))
 
 
-def _options(where: str, d: dict) -> dict:
-    """Camera options are `difp-stream` options; each is checked against its parser (name and value)."""
-    from ..cli.protect import protect_parser
+CAMERA_OPTIONS = set(Options("-", ["-"]).flat()) - {"input", "outputs", "overwrite"}
 
-    known = {a.dest: a for a in protect_parser()._actions if a.option_strings}
+
+def _options(where: str, d: dict) -> dict:
+    """Camera options are `difp-stream` options (the fields of ``app/options.py``); names checked here, values
+    when the camera's :class:`Options` are made."""
     for k, v in d.items():
-        if k not in known or k in ("input", "output", "help", "overwrite"):
+        if k not in CAMERA_OPTIONS:
             raise UsageError(f"{where}.{k}: not a camera option (see `difp-stream -h`)")
         if isinstance(v, (dict, list)):
             raise UsageError(f"{where}.{k}: expected a single value, got {v!r}")
     return d
 
 
-def parse_camera(cam: Camera, where: str = "camera"):
-    """The camera's command line through `difp-stream`'s own parser: its options' names and ranges are checked."""
-    import contextlib
-    import io
+def camera_options(inp: str, outputs: list, options: dict, where: str = "camera") -> Options:
+    """A camera's options, checked (types, ranges, choices) by the dataclasses the command line is made from. A
+    camera writes segments (a restarted worker starts a new file), never over an existing one."""
+    opts = Options.from_flat({"input": inp, "outputs": list(outputs), **options}, where=f"{where}.")
+    opts.model.no_progress = True
+    opts.live.stats_every = opts.live.stats_every or 5.0
+    return opts
 
-    from ..cli.protect import protect_parser
 
-    err = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err):
-            return protect_parser().parse_args(cam.argv())
-    except SystemExit:
-        msg = err.getvalue().strip().splitlines()[-1] if err.getvalue().strip() else "bad options"
-        raise UsageError(f"{where} ({cam.name}): {msg.split(': error: ')[-1]}") from None
+def _sampling(d: dict) -> SamplingOptions:
+    """``[model] sampling = {...}``: the command line's sampling options (``--s-id`` is ``s_id``), checked alike."""
+    known = {f.name for f in fields(SamplingOptions)}
+    for k in d:
+        if k not in known:
+            raise UsageError(f"model.sampling.{k}: unknown key (known: {', '.join(sorted(known))})")
+    s = SamplingOptions(**d)
+    check_section(s, "model.sampling.")
+    return s
 
 
 def load(path: str | Path) -> ServeConfig:
@@ -152,6 +147,7 @@ def load(path: str | Path) -> ServeConfig:
     model = ModelSpec(**_typed("model", dict(raw.get("model", {})), MODEL_KEYS))
     for k, (lo, hi) in MODEL_RANGES.items():
         _in_range(f"model.{k}", getattr(model, k), lo, hi)
+    model.sampling = _sampling(model.sampling)
     serve = _typed("serve", dict(raw.get("serve", {})), SERVE_KEYS)
     _in_range("serve.stats_seconds", serve.get("stats_seconds", 5.0), *STATS_RANGE)
     defaults = _options("defaults", dict(raw.get("defaults", {})))
@@ -199,9 +195,8 @@ def load(path: str | Path) -> ServeConfig:
         if files and not merged.get("recipient") and not merged.get("no_keys"):
             raise UsageError(f"{where}.recipient: a camera that writes files needs the public key its recovery keys "
                              "are sealed to (or no_keys = true)")
-        cam = Camera(c["name"], c["input"], list(outs), merged, float(c.get("cpus", 1.0)))
-        parse_camera(cam, where)
-        cameras.append(cam)
+        opts = camera_options(c["input"], outs, merged, where)
+        cameras.append(Camera(c["name"], c["input"], list(outs), opts, float(c.get("cpus", 1.0))))
     status = serve.get("status_file", f"{p.name}.status.json")
     return ServeConfig(p, model, cameras, float(serve.get("stats_seconds", 5.0)),
                        (p.parent / status).resolve())

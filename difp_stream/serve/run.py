@@ -37,8 +37,9 @@ def start(cfg: ServeConfig, address: str | None = None):
     workers = {}
     for i, c in enumerate(cfg.cameras):
         Worker = ray.remote(num_cpus=c.cpus, max_restarts=-1, max_concurrency=4)(CameraWorker)
-        workers[c.name] = Worker.options(name=f"difp-camera-{c.name}").remote(c.name, c.argv(),
-                                                                               services[i % len(services)], m.name)
+        c.options.model.model = m.name  # the camera's key files name the service's model
+        workers[c.name] = Worker.options(name=f"difp-camera-{c.name}").remote(c.name, c.options,
+                                                                               services[i % len(services)])
     return services, workers
 
 

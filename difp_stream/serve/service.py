@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
+from ..app import build
+from ..app.options import ModelOptions, SamplingOptions
 from ..difp.protector import ProtectResult
 
 
@@ -52,15 +54,10 @@ class FaceService:
     model call; ``wait_ms``: how long a batch waits to fill; ``sampling``: overrides of the model's sampling."""
 
     def __init__(self, model: str = "default", backend: str = "auto", batch: int = 8, wait_ms: float = 10.0,
-                 threads: int = 0, sampling: dict | None = None, device: str = "cpu"):
-        from ..difp import Protector, load_model
-        from ..runtime import select
-
-        if threads:
-            torch.set_num_threads(threads)
-        m = load_model(model, device)
-        be, self.backend = select(backend, m, device)
-        self.p = Protector(m, m.cfg.sampling_config(**(sampling or {})), device=device, backend=be)
+                 threads: int = 0, sampling: SamplingOptions | None = None, device: str = "cpu"):
+        mo = ModelOptions(model, backend, device, threads or None)
+        m, _ = build.load_model(mo)
+        self.p, self.backend = build.make_protector(mo, sampling or SamplingOptions(), m, device)
         self.batch, self.wait = max(1, int(batch)), max(0.0, wait_ms) / 1000
         self.pending: list = []  # (group, kind, kw, render_size, faces, future)
         self.pool = ThreadPoolExecutor(1)  # one model call at a time; requests queue (and batch) meanwhile

@@ -10,7 +10,7 @@ import numpy as np
 import PIL.Image
 
 from ..errors import InputError, OutputError
-from ..files import partial_path
+from ..staging import partial_path
 
 IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 

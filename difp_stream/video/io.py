@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..errors import InputError, OutputError, UsageError
-from ..files import partial_path
+from ..staging import partial_path
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import av
 import numpy as np
 
 from ..errors import OutputError, redact, redact_message
-from ..files import partial_path, refuse_existing
+from ..staging import partial_path, refuse_existing
 from .io import container_options
 
 

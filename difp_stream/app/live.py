@@ -1,15 +1,21 @@
-"""The live loop: a network source -> FaceProtector -> RTSP and/or file sinks, within a latency budget.
+"""Protect a stream (``protect_stream(options)``): a camera or stream URL (or a file played as one, ``live``) ->
+the frame pipeline -> RTSP outputs and/or a file or time-cut segments, until the source ends, ``duration`` passes,
+Ctrl-C / SIGTERM or a ``stop`` event.
 
-When the filter falls behind (a frame waited so long that a full DIFP pass would exceed ``max_latency_ms``), it drops
-*work*, not privacy: that frame's faces get their track's last protected crop warped to the new position, or a strong
-blur for a face with no protected crop yet. Detection runs on every frame that is processed, so a new face is always
-covered. When even that cannot keep up, the source's bounded queue drops the oldest frames (counted); no frame ever
-leaves unprocessed."""
+Within a latency budget: when the filter falls behind (a frame waited so long that a full DIFP pass would exceed
+``max_latency_ms``), it drops *work*, not privacy: that frame's faces get their track's last protected crop warped to
+the new position, or a strong blur for a face with no protected crop yet. Detection runs on every frame that is
+processed, so a new face is always covered. When even that cannot keep up, the source's bounded queue drops the
+oldest frames (counted); no frame ever leaves unprocessed. One key file per output file or segment, signed with its
+packets when it closes."""
 from __future__ import annotations
 
 import json
 import logging
 import os
+import signal
+import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, replace
@@ -17,12 +23,138 @@ from pathlib import Path
 
 import numpy as np
 
-from .pipeline import FaceProtector
-from .video.io import STREAM_TAG, video_packets_sha256
-from .video.sinks import FileSink
-from .video.source import LiveSource
+from ..errors import InputError, OutputError, redact, stop_on_sigterm
+from ..keys import KeyWriter, key_path_for
+from ..pipeline import FaceProtector
+from ..staging import Staged, partial_path, refuse_existing
+from ..video.io import STREAM_TAG, video_packets_sha256
+from ..video.sinks import FileSink, RtspSink
+from ..video.source import LiveSource, SourceOptions, is_rtsp
+from . import build
+from .files import check_key_path, recipient, signer
+from .options import Options
 
 _log = logging.getLogger(__name__)
+
+
+def protect_stream(opts: Options, protector=None, stop=None, on_stats=None) -> dict:
+    """Run the stream until it ends or is stopped; returns the final stats. ``protector`` (optional): what the
+    pipeline calls instead of a local model (``serve``: the shared model service, with its ``model``); ``stop``: a
+    ``threading.Event`` that ends the run like Ctrl-C; ``on_stats``: gets each stats snapshot."""
+    rtsp_out = [o for o in opts.outputs if is_rtsp(o)]
+    files = [o for o in opts.outputs if not is_rtsp(o)]
+    staged, created = Staged(), []  # the key pair made for this run (removed again if no key file needs it)
+    stats_file = router = None
+    k = opts.keys
+    try:
+        _check_outputs(opts, files)
+        sign_key = signer(k.sign_key) if files and not k.no_keys else None
+        if protector is None:
+            prepared = build.prepare(opts, "video")
+        else:
+            prepared = build.prepare(opts, "video", model=protector.model, protector=protector)
+        keys = not k.no_keys and bool(files)
+        if not k.no_keys and not files:
+            print("note: RTSP output only: no recovery keys are written (add a file output to keep them)",
+                  file=sys.stderr)
+        if keys:
+            router, created = _key_router(opts, files, prepared, staged, sign_key)
+        fp, source, sinks = _connect(opts, prepared, rtsp_out, files, router)
+        if opts.live.stats_json:
+            stats_file = sys.stdout if opts.live.stats_json == "-" else open(opts.live.stats_json, "a")
+        return _run(opts, fp, source, sinks, keys, router, stats_file, stop, on_stats)
+    except BaseException:
+        if router is None or not router.files:  # the secret stays while any key file needs it
+            for f in created:
+                Path(f).unlink(missing_ok=True)
+        raise
+    finally:
+        staged.discard()
+        if stats_file not in (None, sys.stdout):
+            stats_file.close()
+
+
+def _check_outputs(opts: Options, files: list[str]) -> None:
+    lv, k = opts.live, opts.keys
+    if len(files) > 1:
+        raise OutputError("one file (or segment pattern) output at most; add rtsp:// outputs as needed")
+    if lv.segment_seconds and not files:
+        raise OutputError("--segment-seconds needs a file pattern output")
+    if lv.live and not Path(opts.input).exists():
+        raise InputError(f"input not found: {opts.input}")
+    for f in files:
+        fpath = Path(f)
+        if not fpath.parent.exists():
+            raise OutputError(f"output folder {fpath.parent} does not exist")
+        if not lv.segment_seconds:
+            refuse_existing(fpath, opts.overwrite)
+        if k.keys and not k.no_keys:
+            check_key_path(Path(k.keys), fpath, *([Path(opts.input)] if lv.live else []))
+
+
+def _key_router(opts: Options, files, prepared, staged, sign_key):
+    """One key file per output file or segment, each written under a partial name and put in place with it."""
+    anchor = Path(files[0])
+    segments = opts.live.segment_seconds
+    if segments:
+        anchor = anchor.parent / "difp-live"
+    to = recipient(opts.keys.recipient, anchor, staged)
+    created = staged.commit()  # a live run's key files are readable (--partial) while it runs
+    info = {**prepared.header, "media": "video"}
+    shapes = prepared.key_shapes()
+
+    def writer_for(path: Path):
+        kp = Path(opts.keys.keys) if (opts.keys.keys and not segments) else key_path_for(path)
+        refuse_existing(kp, opts.overwrite)
+        return KeyWriter(partial_path(kp), to, shapes, info, signer=sign_key), kp
+
+    return KeyRouter(writer_for), created
+
+
+def _connect(opts: Options, prepared, rtsp_out, files, router):
+    """The frame-level protector (warmed up), the source (connected) and the sinks (opened)."""
+    lv, v = opts.live, opts.video
+    fp = prepared.frame_protector(router is not None)
+    fp.warmup()
+    so = SourceOptions(transport=lv.rtsp_transport, timeout=lv.timeout, retries=lv.retries,
+                       retry_delay=lv.retry_delay, realtime=lv.live)
+    source = LiveSource(opts.input, so, log=lambda m: print(f"warning: {m}", file=sys.stderr)).start()
+    if threading.current_thread() is threading.main_thread():  # (a `serve` camera runs in a worker's thread)
+        signal.signal(signal.SIGTERM, stop_on_sigterm)
+    while not source.connected.wait(0.2):
+        if source.done.is_set():
+            raise source.error or InputError(f"{redact(opts.input)}: no video frames")
+    size, fps, sinks = source.size, source.fps, []
+    try:
+        for u in rtsp_out:
+            s = RtspSink(u, fps, size, transport=lv.rtsp_transport, log=lambda m: print(m, file=sys.stderr))
+            s.open()
+            sinks.append(s)
+        for f in files:
+            sinks.append(FileSink(f, fps, size, lv.segment_seconds, crf=v.crf, preset=v.preset,
+                                  overwrite=opts.overwrite, on_open=router.on_open if router else None,
+                                  on_close=router.on_close if router else None))
+    except BaseException:
+        source.stop()
+        for s in sinks:
+            s.close()
+        raise
+    return fp, source, sinks
+
+
+def _run(opts: Options, fp, source, sinks, keys: bool, router, stats_file, stop=None, on_stats=None) -> dict:
+    size, fps, lv = source.size, source.fps, opts.live
+    print(f"live: {redact(opts.input)} {size[0]}x{size[1]} @ {float(fps):.1f} fps -> "
+          f"{', '.join(map(redact, opts.outputs))}" + ("" if keys else "; no keys (irreversible)"), file=sys.stderr)
+    final = run_live(source, fp, sinks, LiveConfig(lv.max_latency_ms, lv.stats_every, lv.duration),
+                     keys=router, stats_json=stats_file, log=lambda m: print(m, file=sys.stderr), stop=stop,
+                     on_stats=on_stats)
+    print(format_stats(final), file=sys.stderr)
+    written = [str(p) for s in sinks if isinstance(s, FileSink) for p in s.files]
+    if written:
+        print("wrote " + ", ".join(written) + (f"; keys: {', '.join(map(str, router.files))}" if router else ""),
+              file=sys.stderr)
+    return final
 
 
 @dataclass
