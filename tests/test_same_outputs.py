@@ -84,8 +84,29 @@ def by_command(inputs, out: Path, monkeypatch) -> tuple[str, str]:
 
 @pytest.mark.slow
 @needs(CLIP)
-def test_the_command_gives_the_recorded_bits(inputs, tmp_path, monkeypatch):
+def test_the_command_the_library_and_the_frame_call_give_the_same_bits(inputs, tmp_path, monkeypatch):
+    """``difp-stream IN OUT --seed 3``, ``app.files.protect_files(Options(...))`` and a frame pipeline from
+    ``app.build.prepare`` called frame by frame: the same frames; and, where they were recorded, the recorded bits."""
+    from difp_stream.app import build, files
+    from difp_stream.app.options import FaceOptions, ModelOptions, Options
+    from difp_stream.video.images import read_image
+
+    src, img = inputs
     got = by_command(inputs, tmp_path, monkeypatch)
+    handed = handed_frames(monkeypatch)
+    opts = Options(str(src), [str(tmp_path / "api.mp4")], model=ModelOptions(no_progress=True),
+                   faces=FaceOptions(seed=3))
+    files.protect_files(opts)
+    assert digest(handed) == got[0]
+    fp = build.prepare(opts).frame_protector(keys=True)
+    with av.open(str(src)) as c:
+        frames = [fp.process(i, f.to_ndarray(format="rgb24")) for i, f in enumerate(c.decode(video=0))]
+    assert digest(frames) == got[0]
+    still = build.prepare(opts, "image").frame_protector(keys=True)
+    from difp_stream.video.images import write_image
+
+    write_image(tmp_path / "api.png", still.process(0, read_image(img)))
+    assert hashlib.sha256((tmp_path / "api.png").read_bytes()).hexdigest() == got[1]
     print("platform", platform_key(), "digests", got)
     want = GOLDEN.get(platform_key())
     if want is None:

@@ -138,11 +138,18 @@ class Protector:
         self.key_refine = key_refine  # > 0: keys hold a latent refined by this many decoder-gradient steps
         self.distilled = bool(model.cfg.distilled)
         check_sampling(model.cfg, self.sampling)
+        self._sched = None  # (sampling, its schedules)
         self.key_resolution = key_resolution or self.resolution
         if self.key_resolution % self.resolution:
             raise ValueError(f"key resolution {key_resolution} is not a multiple of the model's {self.resolution}")
 
     # ------------------------------------------------------------------ helpers
+    def _schedules(self) -> tuple[list[int], list[int]]:
+        """The sampling and key schedules, made once per sampling config (prepared once, thin per-frame call)."""
+        if self._sched is None or self._sched[0] is not self.sampling:
+            self._sched = (self.sampling, schedules(self.ddim, self.sampling))
+        return self._sched[1]
+
     def _render(self, z: torch.Tensor) -> np.ndarray:
         """The protected latents decoded (a style-space model: rendered at ``render_size``)."""
         return to_uint8(self.net.decode_protected(z, self.render_size))
@@ -214,7 +221,7 @@ class Protector:
             z0 = self.net.encode(x)
         id_tok, sty_tok, sur_tok = m.id_tokens(ids), m.style_tokens(x), m.id_tokens(sur)
         ctx_full = m.context(id_tok, sty_tok, n)
-        ts, ts_key = schedules(self.ddim, s)
+        ts, ts_key = self._schedules()
         ref_noise = _noise(seeds, tuple(z0.shape[1:]), self.device, salt=1)
 
         # deterministic DDIM inversion under the original's own conditions: the key's F_i, and the start of the

@@ -95,9 +95,9 @@ class _Recorder:
         self.z0 = self.net.encode(x)
         return self.z0
 
-    def decode_protected(self, z):
+    def decode_protected(self, z, size=None):
         self.z_p = z
-        return self.net.decode(z)
+        return self.net.decode(z, size)
 
     decode = decode_protected
 
