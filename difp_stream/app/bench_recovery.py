@@ -81,6 +81,7 @@ def round_trip(clip: Path, work: Path, mode: str, secret: Path, pub: Path, cli, 
         m128 = template_transform(r.transform, res, framing)
         a, b = ident(np.stack([align.crop(f[r.frame_index], m128, 128) for f in (orig, back)]))
         same.append(float(np.linalg.norm(a - b)) < 0.6)
-    return {"reidentified": float(np.mean(same)) if same else 0.0,"faces": len(p_rec), "recovered_psnr_db": float(np.mean(p_rec)), "recovered_ssim": float(np.mean(s_rec)),
+    return {"reidentified": float(np.mean(same)) if same else 0.0, "faces": len(p_rec),
+            "recovered_psnr_db": float(np.mean(p_rec)), "recovered_ssim": float(np.mean(s_rec)),
             "protected_psnr_db": float(np.mean(p_prot)), "frames": len(orig),
             "key_kb_per_face_second": keys.stat().st_size / 1024 / max(len(p_rec) / fps, 1e-9)}

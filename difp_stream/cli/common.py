@@ -12,6 +12,7 @@ from pathlib import Path
 from ..app import build
 from ..app.options import BACKENDS, ModelOptions, SamplingOptions, VideoOptions, out_of_range, span
 from ..errors import DifpError, UsageError
+from ..video import Interrupted
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INPUT, EXIT_OUTPUT, EXIT_KEYS, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
 EXIT_CODES = ("Exit codes: 0 ok, 1 processing error, 2 usage, 3 bad input, 4 output refused, 5 key problem "
@@ -27,8 +28,6 @@ def error(msg: str) -> None:
 def fail(e: Exception) -> int:
     """One-line message and the documented exit code for an expected failure (each error carries its code). A usage
     error leaves like argparse's own: SystemExit(2)."""
-    from ..video import Interrupted
-
     error(str(e))
     if isinstance(e, UsageError):
         raise SystemExit(EXIT_USAGE) from None
@@ -42,8 +41,6 @@ def fail(e: Exception) -> int:
 
 
 def expected() -> tuple:
-    from ..video import Interrupted
-
     return (DifpError, FileExistsError, FileNotFoundError, Interrupted)
 
 

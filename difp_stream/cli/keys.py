@@ -6,7 +6,15 @@ import sys
 from pathlib import Path
 
 from ..app.files import check_key_path, check_paths, media_of
-from .common import EXIT_CODES, EXIT_OK, expected, fail, load_model, make_protector, model_args, passphrase, video_args
+from ..difp import find_shipped
+from ..keys import (KeyError_, KeyReader, audit, default_trusted, generate, generate_signer, load_public, load_secret,
+                    load_verifier)
+from ..pipeline import FaceRecoverer
+from ..video import OutputError, stream_tag, transcode
+from ..video.images import read_image, write_image
+from ..video.io import video_packets_sha256
+from .common import (EXIT_CODES, EXIT_OK, expected, fail, load_model, make_protector, model_args, passphrase,
+                     video_args)
 
 
 def cmd_keygen(argv: list[str]) -> int:
@@ -20,8 +28,6 @@ def cmd_keygen(argv: list[str]) -> int:
                    help="make a key-file signing key instead (give it to the filter with --sign-key; readers trust "
                         "SECRET.pub with --trust)")
     args = p.parse_args(argv)
-    from ..keys import generate, generate_signer
-
     secret = Path(args.secret)
     try:
         if secret.exists() or secret.with_name(secret.name + ".pub").exists():
@@ -49,8 +55,6 @@ def key_reading_args(p: argparse.ArgumentParser) -> None:
 
 
 def open_keys(args):
-    from ..keys import KeyReader, default_trusted, load_secret, load_verifier
-
     trusted = default_trusted() + [load_verifier(t) for t in args.trust]
     return KeyReader(args.keys, load_secret(args.identity, passphrase(args)), partial=args.partial, trusted=trusted)
 
@@ -61,10 +65,6 @@ def check_media(src: Path, kind: str, reader, keys: str, force: bool = False) ->
     tag alone is not trusted (anyone can write one). A re-encoded or edited picture is refused, unless ``force``:
     then a warning names the risk and recovery goes on. A key file that carries no signed content hash (cut short:
     --partial) falls back on the tag, with a warning."""
-    from ..keys import KeyError_, audit
-    from ..video import stream_tag
-    from ..video.io import video_packets_sha256
-
     def refuse(why: str) -> None:
         if not force:
             raise KeyError_(f"{keys} was not signed for {src}: {why} (--force restores anyway, onto whatever the "
@@ -97,9 +97,6 @@ def check_media(src: Path, kind: str, reader, keys: str, force: bool = False) ->
 
 def model_for_keys(args, header: dict):
     """The model that made the key file: --model, or the shipped one whose fingerprint it names."""
-    from ..difp import find_shipped
-    from ..keys import KeyError_
-
     model, device = load_model(args)
     fp, want = model.fingerprint(), header.get("model")
     if want and want != fp and args.model is None:  # made with another shipped model (e.g. --model fast)?
@@ -126,11 +123,6 @@ def cmd_recover(argv: list[str]) -> int:
     model_args(p)
     video_args(p, crf=None, crf_help="4; 0, lossless, when the key file holds exact-mode records")
     args = p.parse_args(argv)
-    from ..keys import audit
-    from ..pipeline import FaceRecoverer
-    from ..video import transcode
-    from ..video.images import read_image, write_image
-
     src, dst = Path(args.protected), Path(args.output)
     try:
         check_paths(src, dst, args.overwrite)
@@ -163,9 +155,6 @@ def cmd_recover(argv: list[str]) -> int:
 
 def audited(keys: str, action: str, otherwise: str, **fields) -> Path:
     """The audit line of a disclosure, written before it: a log that cannot be written stops it (exit 4)."""
-    from ..keys import audit
-    from ..video import OutputError
-
     try:
         return audit.append(keys, action, **fields)
     except OSError as e:
@@ -185,8 +174,6 @@ def cmd_keys(argv: list[str]) -> int:
     ex.add_argument("--to", required=True, help="public key of the new recipient")
     ex.add_argument("--out", required=True, help="the new key file")
     args = p.parse_args(argv)
-    from ..keys import load_public
-
     try:
         reader = open_keys(args)
         if args.action == "list":

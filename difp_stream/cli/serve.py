@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..serve import load, read_status, serve
+from ..errors import UsageError
 from .common import EXIT_OK, expected, fail, num
 
 
@@ -18,8 +20,6 @@ def cmd_serve(argv: list[str]) -> int:
     p.add_argument("--check", action="store_true", help="check the config and exit")
     p.add_argument("--duration", type=num(float, 0), default=0.0, help="stop after this many seconds (default: run on)")
     args = p.parse_args(argv)
-    from ..serve import load, read_status, serve
-
     try:
         cfg = load(args.config)
         if args.check:
@@ -35,8 +35,6 @@ def cmd_serve(argv: list[str]) -> int:
         try:
             import ray  # noqa: F401
         except ImportError:
-            from ..errors import UsageError
-
             raise UsageError('`serve` needs Ray: pip install "difp-stream[serve]" (or pip install ray)') from None
         status = serve(cfg, args.address, args.duration)
         bad = [n for n, c in status.get("cameras", {}).items() if c["state"].startswith("failed")]

@@ -5,6 +5,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..app import benchmark
+from ..difp import registry
+from ..runtime.cache import cache_dir
+from ..runtime.onnx_export import export
+from ..runtime.styles import export_graphs
+from ..video.io import open_input
+from ..video import InputError
 from .common import EXIT_OK, expected, fail, load_model, model_args
 
 
@@ -16,14 +23,8 @@ def cmd_export(argv: list[str]) -> int:
     p.add_argument("--out", default=None, help="ONNX folder (default: ~/.cache/difp-stream/onnx/FINGERPRINT)")
     p.add_argument("--tensorrt", action="store_true", help="also build TensorRT engines into engines/ (GPU only)")
     args = p.parse_args(argv)
-    from ..difp import load_model
-    from ..runtime.cache import cache_dir
-    from ..runtime.onnx_export import export
-
-    model = load_model(args.model)
+    model = registry.load_model(args.model)
     if model.kind == "stylespace":  # its cost is the encoder and the renders: those graphs
-        from ..runtime.styles import export_graphs
-
         for path in export_graphs(model, Path(args.out) if args.out else None):
             print(path)
         if args.tensorrt:
@@ -33,7 +34,7 @@ def cmd_export(argv: list[str]) -> int:
     out = Path(args.out) if args.out else cache_dir() / "onnx" / model.fingerprint()
     export(model, out)
     if args.tensorrt:
-        from ..runtime.tensorrt import TrtBackend
+        from ..runtime.tensorrt import TrtBackend  # (TensorRT: optional, GPU only)
 
         TrtBackend(model.to("cuda"))
         print("TensorRT engines built under engines/")
@@ -55,14 +56,9 @@ def cmd_bench(argv: list[str]) -> int:
     p.add_argument("--no-keys", action="store_true", help="measure without recovery keys")
     model_args(p, ("all",))  # all: the whole pipeline once per available backend
     args = p.parse_args(argv)
-    from ..app import benchmark
-    from ..video import InputError
-
     try:
         if not Path(args.clip).is_file():
             raise InputError(f"input not found: {args.clip}")
-        from ..video.io import open_input
-
         open_input(args.clip).close()
         model, _ = load_model(args)
         if not args.no_deface and benchmark.deface_exe() is None:

@@ -4,12 +4,24 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..difp import default_model_dir, load_model
+from ..difp.attributes import ATTRIBUTES_FILE
+from ..difp.config import ModelConfig
+from ..difp.expression import DIRECTIONS_FILE
+from ..difp.stylespace import StyleModelConfig
+from ..gan.encoder import EncoderConfig
+from ..runtime import select
+from ..train import TrainConfig, Trainer, load_faces
+from ..train.attributes import fit_attributes
+from ..train.directions import fit_directions
+from ..train.distill import DistillConfig, Distiller
+from ..train.encoder import EncoderTrainConfig, EncoderTrainer, make_pairs
+from ..train.heads import HeadTrainer
+from ..train.stylespace import StyleDIFPTrainer, StyleTrainConfig, build_latents
 from .common import EXIT_OK, UsageError, num
 
 
 def _train_parser() -> argparse.ArgumentParser:
-    from ..train.loop import TrainConfig
-
     d = TrainConfig()
     p = argparse.ArgumentParser(prog="difp-stream train",
                                 description="Train a DIFP model (VAE, U-Net stage 1, U-Net stage 2, decoder fine-tune); resumable.")
@@ -37,9 +49,6 @@ def cmd_train(argv: list[str]) -> int:
     args = _train_parser().parse_args(argv)
     import torch
 
-    from ..difp.config import ModelConfig
-    from ..train import TrainConfig, Trainer, load_faces
-
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load_faces(args.data, args.split, args.resolution, args.cache, args.limit)
@@ -59,8 +68,6 @@ def cmd_train(argv: list[str]) -> int:
 
 
 def cmd_distill(argv: list[str]) -> int:
-    from ..train.distill import DistillConfig
-
     d = DistillConfig()
     p = argparse.ArgumentParser(prog="difp-stream distill",
                                 description="Distil a fast model from a trained one: a smaller U-Net that gives the "
@@ -82,11 +89,6 @@ def cmd_distill(argv: list[str]) -> int:
     args = p.parse_args(argv)
     import torch
 
-    from ..difp import load_model
-    from ..runtime import select
-    from ..train import load_faces
-    from ..train.distill import Distiller
-
     if args.threads:
         torch.set_num_threads(args.threads)
     teacher = load_model(args.teacher)
@@ -103,9 +105,6 @@ def cmd_distill(argv: list[str]) -> int:
 
 def cmd_encoder(argv: list[str]) -> int:
     """The style encoder of the face generator: make training pairs, train; the early-exit heads (all resumable)."""
-    from ..gan.encoder import EncoderConfig
-    from ..train.encoder import EncoderTrainConfig
-
     d = EncoderTrainConfig()
     p = argparse.ArgumentParser(prog="difp-stream encoder",
                                 description="Train the encoder from face crops to the face generator's styles (W+).")
@@ -139,13 +138,9 @@ def cmd_encoder(argv: list[str]) -> int:
     args = p.parse_args(argv)
     import torch
 
-    from ..train.encoder import EncoderTrainer, make_pairs
-
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.action == "heads":
-        from ..train.heads import HeadTrainer
-
         psnr = HeadTrainer(args.out, backend=args.backend).run(args.minutes)
         print(f"heads written to {Path(args.out) / 'model'}; PSNR to the full render averaged down: "
               + ", ".join(f"{s} px {v:.1f} dB" for s, v in sorted(psnr.items())))
@@ -165,9 +160,6 @@ def cmd_encoder(argv: list[str]) -> int:
 
 def cmd_styles(argv: list[str]) -> int:
     """DIFP in the face generator's style space: encode the training crops, then train (both resumable)."""
-    from ..difp.stylespace import StyleModelConfig
-    from ..train.stylespace import StyleTrainConfig
-
     d, md = StyleTrainConfig(), StyleModelConfig()
     p = argparse.ArgumentParser(prog="difp-stream styles",
                                 description="Train the DIFP model that works in the face generator's style space.")
@@ -207,17 +199,9 @@ def cmd_styles(argv: list[str]) -> int:
     args = p.parse_args(argv)
     import torch
 
-    from ..train.stylespace import StyleDIFPTrainer, build_latents
-
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.action in ("directions", "attributes"):
-        from ..difp import default_model_dir
-        from ..difp.attributes import ATTRIBUTES_FILE
-        from ..difp.expression import DIRECTIONS_FILE
-        from ..train.attributes import fit_attributes
-        from ..train.directions import fit_directions
-
         folder = Path(args.model) if args.model else default_model_dir()
         if not folder.is_dir():
             raise UsageError(f"model folder {folder} does not exist")
