@@ -6,6 +6,9 @@ import numpy as np
 
 from .faces import align
 from .faces.align import band_energy  # noqa: F401  (measured here, used by the paste too)
+from .difp.identity import DlibIdentityEncoder
+from .faces.detect import Detector
+from .faces.track import iou_matrix
 
 LEAK_L2 = 0.6  # dlib L2 below which two faces are the same person
 
@@ -30,9 +33,6 @@ def band_ratios(original: np.ndarray, output: np.ndarray) -> tuple[float, float]
 
 class Faces:
     def __init__(self):
-        from .difp.identity import DlibIdentityEncoder
-        from .faces.detect import Detector
-
         self.det, self.enc = Detector(threshold=0.5, max_side=1280), DlibIdentityEncoder()
 
     def descriptor(self, img: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -43,8 +43,6 @@ def faces_leaked(original_frames, protected_frames, every: int = 1, faces: Faces
     """(leaks, checked): original faces whose place in the output still holds a face matched to them (dlib
     L2 < 0.6), and how many original faces were checked. Each original face is compared with the output face found
     at the same place (IoU > 0.3); none found there means the face is covered."""
-    from .faces.track import iou_matrix
-
     fc = faces or Faces()
     leaks = checked = 0
     for a, b in list(zip(original_frames, protected_frames))[::every]:

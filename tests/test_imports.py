@@ -122,3 +122,19 @@ def test_no_module_over_400_lines_and_no_function_over_80():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
                 long_functions[f"{p.relative_to(PACKAGE)}:{node.name}"] = node.end_lineno - node.lineno + 1
     assert long_files == {} and long_functions == {}
+
+
+def test_imports_inside_functions_are_the_optional_gpu_parts_only():
+    """Package modules are imported at the top; inside a function only what needs an optional GPU stack (TensorRT,
+    CUDA graphs), each with its reason."""
+    inside = set()
+    for name, path in _modules().items():
+        text = path.read_text()
+        lines = text.splitlines()
+        for fn in ast.walk(ast.parse(text)):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for node in ast.walk(fn):
+                    if isinstance(node, ast.ImportFrom) and node.level:
+                        assert "#" in lines[node.lineno - 1], (name, node.lineno)  # says why
+                        inside.add(node.module)
+    assert inside <= {"tensorrt", "cuda_graphs", "runtime.tensorrt"}, inside

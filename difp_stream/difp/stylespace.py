@@ -27,6 +27,10 @@ from .config import SamplingConfig
 from .models import IdentityProjector, StyleEncoder, fingerprint
 from .realism import cutoff_size
 from .schedule import make_scheduler
+from ..gan.encoder import load_encoder
+from ..gan.mobilestylegan import load_generator
+from .attributes import find_attributes
+from .expression import find_directions
 
 WEIGHTS_FILE = "difp.safetensors"
 CONFIG_FILE = "config.json"
@@ -183,16 +187,12 @@ class StyleDIFP(nn.Module):
     @property
     def encoder(self):
         if self._pair[0] is None:
-            from ..gan.encoder import load_encoder
-
             self._pair = (load_encoder(), self._pair[1])
         return self._pair[0]
 
     @property
     def generator(self):
         if self._pair[1] is None:
-            from ..gan.mobilestylegan import load_generator
-
             self._pair = (self._pair[0], load_generator())
         return self._pair[1]
 
@@ -278,11 +278,7 @@ class StyleDIFP(nn.Module):
         model = cls(StyleModelConfig.from_dict(json.loads((d / CONFIG_FILE).read_text())), encoder, generator)
         model.load_state_dict({k: v.float() if v.is_floating_point() else v
                                for k, v in load_file(str(d / WEIGHTS_FILE)).items()})
-        from .expression import find_directions
-
         model.directions = find_directions(d)
-        from .attributes import find_attributes
-
         model.attributes = find_attributes(d)
         return model.to(device).eval()
 

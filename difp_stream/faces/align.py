@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from ..gan.encoder import ffhq_transform
 
 # The 5-point ArcFace 112x112 template shifted by +8 px into a 128x128 canvas (the training data's template):
 # left eye, right eye, nose tip, left mouth corner, right mouth corner.
@@ -83,8 +84,6 @@ def framing_transform(framing: str, landmarks: np.ndarray, m128: np.ndarray) -> 
     template's own (``m128``) or, for the face generator's models, the FFHQ framing from the five points."""
     if framing != "ffhq":
         return m128
-    from ..gan.encoder import ffhq_transform
-
     return ffhq_transform(landmarks, 128).astype(np.float32)
 
 

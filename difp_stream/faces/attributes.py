@@ -13,6 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from ..difp.identity import DETECTOR_BOX
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "attributes"
 GENDER_FILE, AGE_FILE = "gender-v1.onnx", "age-v1.onnx"
@@ -40,8 +41,6 @@ class AttributeEstimator:
         import dlib
         import face_recognition_models as frm
         import onnxruntime as ort
-
-        from ..difp.identity import DETECTOR_BOX
 
         d = Path(weights)
         missing = [f for f in (GENDER_FILE, AGE_FILE) if not (d / f).exists()]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from . import align
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "facemesh"
 LANDMARKS_FILE = "face_landmarks_detector.tflite"
@@ -164,6 +165,4 @@ def five_points(points: np.ndarray) -> np.ndarray:
 
 def template_crop(img: np.ndarray, points: np.ndarray) -> np.ndarray:
     """The 128 px template crop (what the identity codes read) of a face in ``img`` from its mesh ``points``."""
-    from . import align
-
     return align.crop(img, align.similarity(five_points(points), 128), 128)

@@ -13,6 +13,7 @@ import torch
 
 from ..difp.models import DIFPModel
 from .ort import OrtBackend
+from .styles import StyleBackend
 
 _log = logging.getLogger(__name__)
 
@@ -53,11 +54,11 @@ def select(name: str, model: DIFPModel, device: str = "cpu", log=None):
                 if cand == "onnxruntime":
                     return OrtBackend(model), cand
                 if cand == "tensorrt":
-                    from .tensorrt import TrtBackend
+                    from .tensorrt import TrtBackend  # (TensorRT: optional, GPU only)
 
                     return TrtBackend(model), cand
                 if cand == "torch-cuda":
-                    from .cuda_graphs import CudaGraphBackend
+                    from .cuda_graphs import CudaGraphBackend  # (GPU only)
 
                     return CudaGraphBackend(model), cand
             except Exception as e:  # fall back, saying why in one line
@@ -69,8 +70,6 @@ def select(name: str, model: DIFPModel, device: str = "cpu", log=None):
 def _select_styles(name: str, model, avail: dict, say):
     """A style-space model: the generator and encoder on OpenVINO (auto, where installed), ONNX Runtime, or
     PyTorch; GPU backends are not built for it yet (PyTorch on CUDA runs it)."""
-    from .styles import StyleBackend
-
     try:
         import openvino  # noqa: F401
 

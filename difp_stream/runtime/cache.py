@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from .onnx_export import export
 
 _CHECKOUT_ENGINES = Path(__file__).resolve().parents[2] / "engines"
 
@@ -25,7 +26,5 @@ def onnx_dir(model, folder: str | Path | None = None) -> Path:
     """The model's ONNX graphs (``folder``, or the cache's folder for its fingerprint), exported if missing."""
     d = Path(folder) if folder else cache_dir() / "onnx" / model.fingerprint()
     if not (d / "export.json").is_file():
-        from .onnx_export import export
-
         export(model, d, log=lambda m: None)  # (the export moves the model to the CPU)
     return d

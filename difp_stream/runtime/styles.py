@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .generator import encoder_runner, renderer
+from .generator import Runner, encoder_runner, renderer
 
 
 class StyleBackend:
@@ -34,8 +34,6 @@ class StyleBackend:
 def export_graphs(model, folder=None, sizes=(128, 256, 512)) -> list:
     """The ONNX graphs the style model's runtime uses (encoder, and the renders at ``sizes``; batch 1), exported into
     ``folder`` (default: the cache, where the runtime finds them) and returned as paths."""
-    from .generator import Runner
-
     enc = model.encoder
     runners = [Runner(enc, enc, f"encoder{enc.cfg.size}", "onnxruntime", cache=folder)]
     shapes = [(1, 3, enc.cfg.size, enc.cfg.size)]

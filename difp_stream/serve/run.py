@@ -11,6 +11,9 @@ import time
 from pathlib import Path
 
 from .config import ServeConfig
+from ..errors import stop_on_sigterm
+from .cameras import CameraWorker
+from .service import FaceService
 
 NAMESPACE = "difp-stream"
 
@@ -22,9 +25,6 @@ def _log(msg: str) -> None:
 def start(cfg: ServeConfig, address: str | None = None):
     """Ray up (joined or local), the service replicas and the camera workers; returns (services, workers)."""
     import ray
-
-    from .cameras import CameraWorker
-    from .service import FaceService
 
     if not ray.is_initialized():  # (from the main thread: Ray's processes die with the thread that starts them)
         ray.init(address=address, namespace=NAMESPACE, include_dashboard=False, log_to_driver=False,
@@ -104,9 +104,7 @@ def serve(cfg: ServeConfig, address: str | None = None, duration: float = 0.0, s
     import signal
     import threading
 
-    import ray
-
-    from ..errors import stop_on_sigterm
+    import ray  # (Ray: the optional `serve` extra)
 
     services, workers = start(cfg, address)
     if threading.current_thread() is threading.main_thread():  # after ray.init, which puts in its own handler

@@ -23,6 +23,9 @@ from tqdm import tqdm
 
 from ..faces.mesh import MEASURES, load_mesh, measures, template_crop
 from ..difp.expression import Directions
+from ..difp.identity import DlibIdentityEncoder
+from ..gan.mobilestylegan import load_generator
+from ..runtime.generator import renderer
 
 DRIVEN = ("mouth", "smile", "eyes", "brows")
 # layer ranges tried (23 style layers, three per resolution from 4 px: 0-2 4², 3-5 8², 6-8 16², 9-11 32², 12-14 64²)
@@ -33,9 +36,6 @@ SIZE = 256
 
 class _Renderer:
     def __init__(self, backend: str = "auto"):
-        from ..gan.mobilestylegan import load_generator
-        from ..runtime.generator import renderer
-
         if backend == "auto":
             try:
                 import openvino  # noqa: F401
@@ -60,8 +60,6 @@ class _Renderer:
     def identity(self, img: np.ndarray, r) -> np.ndarray:
         """The dlib descriptor of a render (aligned by its mesh's five points)."""
         if self._id is None:
-            from ..difp.identity import DlibIdentityEncoder
-
             self._id = DlibIdentityEncoder()
         return self._id(template_crop(img, r.points[0, :, :2])[None])[0]
 

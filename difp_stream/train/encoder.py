@@ -20,6 +20,9 @@ from tqdm import tqdm
 
 from ..gan.encoder import EncoderConfig, StyleEncoder, ffhq_crop, to_tensor
 from .loop import clipped_step
+from ..faces.detect import Detector
+from ..gan.mobilestylegan import load_generator, to_uint8
+from ..runtime.generator import renderer
 
 PAIR_SIZE = 256  # pictures are kept at this size
 
@@ -30,9 +33,6 @@ def make_pairs(out: str | Path, count: int, per_shard: int = 250, psi: tuple[flo
     truncation trick: fewer artefacts) into ``shard_NNNN.npz`` (w [N, 512], img [N, 256, 256, 3] uint8, psi).
     Existing shards are kept (a run resumes). ``backend``: where the faces are rendered (``auto``: OpenVINO when
     installed, 2.7x faster than PyTorch on a CPU, else PyTorch)."""
-    from ..gan.mobilestylegan import load_generator, to_uint8
-    from ..runtime.generator import renderer
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     g = generator or load_generator()
@@ -117,8 +117,6 @@ class EncoderTrainConfig:
 class EncoderTrainer:
     def __init__(self, pairs: str | Path, out: str | Path, cfg: EncoderTrainConfig | None = None,
                  model_cfg: EncoderConfig | None = None, progress: bool = True):
-        from ..faces.detect import Detector
-
         self.pairs, self.out = Path(pairs), Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.cfg, self.progress = cfg or EncoderTrainConfig(), progress

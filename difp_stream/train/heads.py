@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..gan.heads import EXITS, ExitHead
-from ..gan.mobilestylegan import _WAVELET, STYLE_DIM
+from ..gan.mobilestylegan import STYLE_DIM, _WAVELET, load_generator
 
 
 def random_styles(g, rng: np.random.Generator, w_mean: torch.Tensor, n: int = 1) -> torch.Tensor:
@@ -75,8 +75,6 @@ def _renderer(g, folder: Path, backend: str):
 class HeadTrainer:
     def __init__(self, out: str | Path, generator=None, backend: str = "auto", buffer: int = 48, batch: int = 8,
                  lr: float = 1e-3, width: int = 48, seed: int = 0):
-        from ..gan.mobilestylegan import load_generator
-
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.g = generator or load_generator()

@@ -23,9 +23,12 @@ from tqdm import tqdm
 
 from ..difp.schedule import make_scheduler
 from ..difp.stylespace import StyleDIFP, StyleModelConfig
-from ..gan.encoder import ffhq_crop, to_tensor
+from ..gan.encoder import ffhq_crop, ffhq_transform, load_encoder, to_tensor
 from .data import read_manifest
 from .loop import clipped_step
+from ..difp.identity import DlibIdentityEncoder
+from ..gan.mobilestylegan import load_generator, to_uint8
+from ..runtime.generator import renderer
 
 THUMB = 16
 
@@ -35,11 +38,6 @@ def render_codes(w_plus: torch.Tensor, lms: np.ndarray, backend: str = "auto") -
     put back into the 128 px template frame of the crop it came from (``lms``: its five points there), described
     with the pipeline's face box. The identity a latent really carries (the encoder's reconstruction of a photo is
     not yet that photo's person)."""
-    from ..difp.identity import DlibIdentityEncoder
-    from ..gan.encoder import ffhq_transform
-    from ..gan.mobilestylegan import load_generator, to_uint8
-    from ..runtime.generator import renderer
-
     if backend == "auto":
         try:
             import openvino  # noqa: F401
@@ -64,8 +62,6 @@ def build_latents(faces: str | Path, out: str | Path, split: str = "train", limi
     ``dlib_descriptors.npy``) into ``OUT/latents.npz``: w_plus fp16 [N, 23, 512], ids [N, 128], thumbs uint8
     [N, 16, 16, 3], identity names. ``labels``: the identity code of each latent, the photo's own (``photo``:
     the folder's descriptors) or that of the latent's render (``render``: ``render_codes``, ~0.2 s a face)."""
-    from ..gan.encoder import load_encoder
-
     faces, out = Path(faces), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     final = out / "latents.npz"
