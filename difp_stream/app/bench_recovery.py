@@ -47,6 +47,7 @@ MODES = {  # label: protect options
     "diffusion, 256 px keys": ["--recovery", "diffusion", "--key-resolution", "256"],
     "diffusion, 512 px keys": ["--recovery", "diffusion", "--key-resolution", "512"],
     "faithful (default)": ["--recovery", "faithful"],
+    "faithful, quality 90": ["--recovery", "faithful", "--faithful-quality", "90"],
     "exact": ["--recovery", "exact"],
 }
 
@@ -84,4 +85,5 @@ def round_trip(clip: Path, work: Path, mode: str, secret: Path, pub: Path, cli, 
     return {"reidentified": float(np.mean(same)) if same else 0.0, "faces": len(p_rec),
             "recovered_psnr_db": float(np.mean(p_rec)), "recovered_ssim": float(np.mean(s_rec)),
             "protected_psnr_db": float(np.mean(p_prot)), "frames": len(orig),
-            "key_kb_per_face_second": keys.stat().st_size / 1024 / max(len(p_rec) / fps, 1e-9)}
+            "key_kb_per_face_second": keys.stat().st_size / 1024 / max(len(p_rec) / fps, 1e-9),
+            "key_over_output": keys.stat().st_size / out.stat().st_size}

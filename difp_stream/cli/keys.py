@@ -134,7 +134,7 @@ def cmd_recover(argv: list[str]) -> int:
         # holds one frame's records at a time, not the whole file's pixels)
         faces = lossless = 0
         for r in reader.records(args.track):
-            faces, lossless = faces + 1, lossless + (r.exact is not None and bytes(r.exact[1][:4]) == b"\x89PNG")
+            faces, lossless = faces + 1, lossless + r.lossless
         model, device = model_for_keys(args, reader.header)
         rec = FaceRecoverer(make_protector(args, model, device), reader.records(args.track))
         tracks = sorted(args.track) if args.track else reader.tracks

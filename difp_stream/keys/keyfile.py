@@ -2,11 +2,14 @@
 
 Layout (all integers little-endian)::
 
-    magic  b"DIFPKEY" + version byte (2)
+    magic  b"DIFPKEY" + version byte (3; version 2 files, without 'V' records, are read too)
     record*: type (1 byte) | length (u32) | body
       'H' header   JSON, plaintext: format, stream_id, created, recipient fingerprint, signer (Ed25519 public key),
                    shapes, model fingerprint and resolution, media kind -- no file names, URLs or people
       'T' track    track_id (u32) | sealed data key (ephemeral X25519 pub 32 | nonce 12 | AES-GCM 32+16)
+      'V' video    track_id (u32) | seq (u32) | nonce 12 | AES-256-GCM(data key, chunk): a video's faithful face
+                   regions of one track over a group of frames, as one H.264 stream (``keys/video.py``); written
+                   just before the face records that point into it
       'F' face     track_id (u32) | seq (u32) | nonce 12 | AES-256-GCM(data key, zlib(payload))
       'E' end      track_id (u32) | nonce 12 | AES-256-GCM(data key, count u32)   one per track, on close
       'S' signed   Ed25519 signature (64) | statement (JSON): the header's digest, and per track the count of its
@@ -22,9 +25,11 @@ covers; a removed track, an added or edited record, or an edited header no longe
 a live stream) is readable up to its last statement (``partial=True``).
 
 Face payload: frame index (u32), the 2x3 alignment transform (6 f32), steps (u16), strength (f32), mode (u8: 0
-diffusion, 1 pixels, 2 cover), then fp16 arrays z_ts, correction, id_code, style (not in cover mode); in pixels and
-cover mode also the ROI (4 i32) and the original pixels there: a PNG (``--recovery exact``, lossless) or a JPEG,
-4:4:4 (``--recovery faithful``), decoded only when it is pasted. A cover record is a face the filter blurred instead
+diffusion, 1 pixels, 2 cover, 3 pixels in the track's video chunk), then fp16 arrays z_ts, correction, id_code,
+style (not in cover mode); in pixels and cover mode also the ROI (4 i32) and the original pixels there: a PNG
+(``--recovery exact``, lossless) or a JPEG, 4:4:4 (``--recovery faithful`` on an image, and covers), decoded only
+when it is pasted; in mode 3 (``--recovery faithful`` on a video) no arrays: the ROI and the frame's index (u16) in the track's last
+'V' chunk, whose pixels restore the face. A cover record is a face the filter blurred instead
 of replacing (a profile, a face too small or cut by the frame, a failed protection): it holds the region the blur
 changed and its original pixels, whatever the recovery mode, so that every face the filter touched comes back.
 """
@@ -40,9 +45,11 @@ import numpy as np
 
 from ..difp.protector import FaceKey
 from .crypto import KeyError_
+from .video import InChunk
 
 MAGIC = b"DIFPKEY"
-VERSION = 2
+VERSION = 3
+READS = (2, 3)  # the versions this one reads
 _HEAD = struct.Struct("<BI")
 _FACE = struct.Struct("<I6fHfB")
 MAX_RECORD = 64 << 20
@@ -59,12 +66,22 @@ class FaceRecord:
     key: FaceKey | None  # None: a cover record (the face was blurred; ``exact`` holds what the blur changed)
     exact: tuple[tuple[int, int, int, int], np.ndarray | bytes] | None = None  # ROI (x0, y0, x1, y1) and its RGB
     #                                                     pixels (as read: their PNG or JPEG, see exact_pixels)
-    quality: int = 0  # how the pixels are stored: 0 a PNG (lossless), else a JPEG of this quality (4:4:4)
+    quality: int = 0  # how the pixels are stored: 0 a PNG (lossless), else a JPEG of this quality (4:4:4), or
+    #                   in a video's key file a frame of the track's H.264 chunk at the matching rate (video.crf_for)
+
+    @property
+    def lossless(self) -> bool:
+        """The region's pixels are stored exactly (a PNG, or not yet encoded at quality 0)."""
+        if self.exact is None:
+            return False
+        px = self.exact[1]
+        return bytes(px[:4]) == b"\x89PNG" if isinstance(px, (bytes, bytearray, memoryview)) else (
+            isinstance(px, np.ndarray) and not self.quality)
 
     @property
     def covered(self) -> bool:
         """A face the filter blurred (no diffusion key; its region's original pixels only)."""
-        return self.key is None
+        return self.key is None and not (self.exact and isinstance(self.exact[1], InChunk))
 
     def exact_pixels(self) -> np.ndarray:
         """The region's pixels, decoded from their PNG or JPEG on demand (a long recovery holds those, not
@@ -72,6 +89,8 @@ class FaceRecord:
         box, px = self.exact
         if isinstance(px, np.ndarray):
             return px
+        if isinstance(px, InChunk):
+            return px.pixels(box)
         import cv2
 
         x0, y0, x1, y1 = box
@@ -99,15 +118,18 @@ def _aad(kind: bytes, bound: bytes, track_id: int, seq: int = 0) -> bytes:
 
 
 def encode_payload(rec: FaceRecord) -> bytes:
-    k = rec.key
+    video = bool(rec.exact) and isinstance(rec.exact[1], InChunk)
+    k = None if video else rec.key  # (a video record's region restores the face: no diffusion key beside it)
     if k is None and not rec.exact:
         raise ValueError("a cover record needs the region's pixels")
-    mode = 2 if k is None else 1 if rec.exact else 0
+    mode = 3 if video else 2 if k is None else 1 if rec.exact else 0
     out = [_FACE.pack(rec.frame_index, *np.asarray(rec.transform, np.float32).ravel().tolist(),
                       0 if k is None else k.steps, 0.0 if k is None else k.strength, mode)]
     for a in () if k is None else (k.z_ts, k.correction, k.id_code, k.style):
         out.append(np.ascontiguousarray(a, np.float16).tobytes())
-    if rec.exact:
+    if mode == 3:
+        out.append(struct.pack("<4iH", *rec.exact[0], rec.exact[1].index))
+    elif rec.exact:
         import cv2
 
         box, pixels = rec.exact
@@ -136,9 +158,9 @@ def decode_payload(track_id: int, data: bytes, shapes: dict) -> FaceRecord:
     if len(raw) < _FACE.size:
         raise KeyError_("face record too short for the shapes in the header")
     f = _FACE.unpack_from(raw)
-    cover = f[9] == 2
-    if len(raw) < (_FACE.size if cover else fixed) or f[9] > 2:
-        raise KeyError_("face record too short for the shapes in the header" if f[9] <= 2 else
+    cover = f[9] in (2, 3)  # no diffusion arrays: a cover's or a video record's region restores the face
+    if len(raw) < (_FACE.size if cover else fixed) or f[9] > 3:
+        raise KeyError_("face record too short for the shapes in the header" if f[9] <= 3 else
                         f"face record has an unknown mode ({f[9]})")
     carried = f[7] == 0 and f[8] == 0  # a carried frame's (or a cover's) key holds no diffusion steps
     if not ((carried or (not cover and 1 <= f[7] <= MAX_STEPS and 0 < f[8] <= 1)) and np.isfinite(f[1:7]).all()):
@@ -160,7 +182,12 @@ def decode_payload(track_id: int, data: bytes, shapes: dict) -> FaceRecord:
         x0, y0, x1, y1 = box
         if not (0 <= x0 < x1 <= x0 + MAX_EXACT and 0 <= y0 < y1 <= y0 + MAX_EXACT):
             raise KeyError_("exact-mode region is impossible")
-        exact = (box, raw[pos + 16:])
+        if f[9] == 3:
+            if len(raw) != pos + 18:
+                raise KeyError_("video-mode record has the wrong length")
+            exact = (box, InChunk(struct.unpack_from("<H", raw, pos + 16)[0]))
+        else:
+            exact = (box, raw[pos + 16:])
     elif pos != len(raw):
         raise KeyError_("face record is longer than its shapes")
     key = None if cover else FaceKey(arrays[0], arrays[1], arrays[2], arrays[3], int(f[7]), float(f[8]))
@@ -195,8 +222,9 @@ def read_raw(data: bytes) -> tuple[dict, bytes, list[_Raw], bool]:
     was cut short."""
     if len(data) < 8 or data[:7] != MAGIC:
         raise KeyError_("not a difp-stream key file")
-    if data[7] != VERSION:
-        raise KeyError_(f"key file format {data[7]} is not supported (this version reads {VERSION})")
+    if data[7] not in READS:
+        raise KeyError_(f"key file format {data[7]} is not supported (this version reads "
+                        f"{', '.join(map(str, READS))})")
     pos, recs, truncated = 8, [], False
     while pos < len(data):
         if pos + _HEAD.size > len(data):
@@ -209,7 +237,7 @@ def read_raw(data: bytes) -> tuple[dict, bytes, list[_Raw], bool]:
         if pos + n > len(data):
             truncated = True
             break
-        if chr(kind) not in "HTFESX":
+        if chr(kind) not in "HTFESXV":
             raise KeyError_(f"key file is damaged (unknown record type {kind})")
         recs.append(_Raw(chr(kind), data, pos, n))
         pos += n

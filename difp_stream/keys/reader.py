@@ -16,9 +16,10 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .crypto import KeyError_, fingerprint, seal, unseal
-from .keyfile import (_HEAD, _SIG, MAGIC, VERSION, FaceRecord, _aad, _chain_next, _chain_start, _Raw, _track_of,
+from .keyfile import (_HEAD, _SIG, MAGIC, FaceRecord, _aad, _chain_next, _chain_start, _Raw, _track_of,
                       binding, decode_payload, read_raw)
 from .signing import default_trusted, raw, signer_fingerprint, verify
+from .video import InChunk, VideoChunk
 
 
 class KeyReader:
@@ -78,7 +79,7 @@ class KeyReader:
         upto, statement = 0, None
         only = int(self.export["exported_track"]) if self.export is not None else None
         for i, r in enumerate(recs):
-            if r.kind in "FE":
+            if r.kind in "FEV":
                 t = _track_of(r)
                 c = chains.setdefault(t, [0, _chain_start(header_digest, t), False])
                 c[0], c[1], c[2] = c[0] + 1, _chain_next(c[1], r.body), c[2] or r.kind == "E"
@@ -101,7 +102,7 @@ class KeyReader:
                     raise KeyError_("key file records do not match the filter's signature (records or tracks were "
                                     "removed, added or altered)")
                 upto, statement = i + 1, st
-        self._unsigned = sum(r.kind in "FE" for r in recs[upto:])
+        self._unsigned = sum(r.kind in "FEV" for r in recs[upto:])
         return [r for r in recs[:upto] if r.kind != "S"] + [r for r in recs[upto:] if r.kind == "T"], statement
 
     def _key(self, t: int) -> bytes:
@@ -118,8 +119,15 @@ class KeyReader:
         if missing:
             raise KeyError_(f"track(s) {sorted(missing)} not in the key file (tracks: {self.tracks})")
         seen: dict[int, int] = {t: 0 for t in want}
+        chunks: dict[int, list] = {t: [0, None] for t in want}  # track -> [video chunks seen, the current one]
         for r in self._recs:
-            if r.kind == "F" and r.size >= 8 + 12 + 16:
+            if r.kind == "V" and r.size >= 8 + 12 + 16:
+                t, seq = struct.unpack_from("<II", r.buf, r.start)
+                if t in want:
+                    chunks[t] = [seq + 1, self._chunk(t, seq, chunks[t][0], r.body)]
+            elif r.kind == "V":
+                raise KeyError_("key file is damaged (short video record)")
+            elif r.kind == "F" and r.size >= 8 + 12 + 16:
                 t, seq = struct.unpack_from("<II", r.buf, r.start)
                 if t not in want:
                     continue
@@ -132,9 +140,12 @@ class KeyReader:
                     raise KeyError_(f"track {t}: record {seq} failed authentication (the key file was altered)") from None
                 seen[t] += 1
                 try:
-                    yield decode_payload(t, plain, self.header["shapes"])
+                    rec = decode_payload(t, plain, self.header["shapes"])
                 except (zlib.error, struct.error, ValueError) as e:
                     raise KeyError_(f"track {t}: record {seq} is malformed: {e}") from None
+                if rec.exact is not None and isinstance(rec.exact[1], InChunk):
+                    rec.exact[1].chunk = chunks[t][1]
+                yield rec
             elif r.kind == "F":
                 raise KeyError_("key file is damaged (short face record)")
             elif r.kind == "E" and r.size >= 4 + 12 + 16:
@@ -151,6 +162,14 @@ class KeyReader:
             elif r.kind == "E":
                 raise KeyError_("key file is damaged (short end record)")
 
+    def _chunk(self, t: int, seq: int, expected: int, body: bytes) -> VideoChunk:
+        if seq != expected:
+            raise KeyError_(f"track {t}: video chunk {expected} is missing or out of order (file altered)")
+        try:
+            return VideoChunk(AESGCM(self._key(t)).decrypt(body[8:20], body[20:], _aad(b"V", self.bound, t, seq)))
+        except InvalidTag:
+            raise KeyError_(f"track {t}: video chunk {seq} failed authentication (the key file was altered)") from None
+
     def export_track(self, track: int, recipient, path: str | Path) -> None:
         """A new key file holding only ``track``, its data key re-sealed to ``recipient``: the filter's header and
         last signed statement travel unchanged, so the new reader can check the track against the filter's
@@ -163,10 +182,10 @@ class KeyReader:
         last = max(i for i, r in enumerate(recs) if r.kind == "S")
         note = {"exported_track": track, "recipient": fingerprint(recipient), "exported_from": header.get("recipient")}
         out = io.BytesIO()
-        out.write(MAGIC + bytes([VERSION]))
+        out.write(MAGIC + bytes([data[7]]))  # (the filter's version: its header and statement travel unchanged)
         parts = [("H", header_body), ("X", json.dumps(note, sort_keys=True).encode()),
                  ("T", struct.pack("<I", track) + seal(key, recipient, _aad(b"T", self.bound, track)))]
-        parts += [(r.kind, r.body) for r in recs[:last] if r.kind in "FE" and _track_of(r) == track]
+        parts += [(r.kind, r.body) for r in recs[:last] if r.kind in "FEV" and _track_of(r) == track]
         parts.append(("S", recs[last].body))
         for kind, body in parts:
             out.write(_HEAD.pack(ord(kind), len(body)) + body)

@@ -1,5 +1,7 @@
 """Writing a key file as faces come: per-track data keys sealed to the recipient, records encrypted, signed
-statements every few seconds and on close (the format: ``keyfile.py``)."""
+statements every few seconds and on close (the format: ``keyfile.py``). A video's records are held for a group of
+frames (``video.GROUP``): each track's faithful face regions are then coded as one H.264 chunk, written before the
+group's face records (in frame order)."""
 from __future__ import annotations
 
 import hashlib
@@ -7,8 +9,10 @@ import json
 import os
 import struct
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import OutputError
@@ -16,14 +20,18 @@ from . import keyfile
 from .crypto import fingerprint, seal
 from .keyfile import _HEAD, MAGIC, VERSION, FaceRecord, _aad, _chain_next, _chain_start, binding
 from .signing import host_signer, raw, sign
+from .video import GROUP, InChunk, encode_chunk
 
 
 class KeyWriter:
     """Append face records as they come; each track gets its own data key, sealed to the recipient. Every
-    ``checkpoint_seconds`` (and on close) the records so far are signed with ``signer`` (default: this host's)."""
+    ``checkpoint_seconds`` (and on close) the records so far are signed with ``signer`` (default: this host's).
+    ``video`` (default: when ``info`` says the media is a video): faithful face regions go into per-track H.264
+    chunks of ``GROUP`` frames instead of a JPEG each."""
 
     def __init__(self, path: str | Path, recipient, shapes: dict, info: dict | None = None,
-                 stream_id: bytes | None = None, signer=None, checkpoint_seconds: float = 2.0):
+                 stream_id: bytes | None = None, signer=None, checkpoint_seconds: float = 2.0,
+                 video: bool | None = None):
         self.path = Path(path)
         self.recipient = recipient
         self.signer = signer or host_signer()
@@ -34,6 +42,10 @@ class KeyWriter:
         self._keys: dict[int, bytes] = {}
         self._seq: dict[int, int] = {}
         self._chains: dict[int, list] = {}  # track -> [records, chain, ended]
+        self.video = (info or {}).get("media") == "video" if video is None else video
+        self._pending: list[FaceRecord] = []  # this group's records (video)
+        self._group = None
+        self._vseq: dict[int, int] = {}
         header = {"format": VERSION, "stream_id": self.stream_id.hex(), "recipient": fingerprint(recipient),
                   "signer": raw(self.signer.public_key()).hex(),
                   "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "shapes": shapes, **(info or {})}
@@ -55,12 +67,44 @@ class KeyWriter:
         c = self._chains.setdefault(t, [0, _chain_start(self.header_digest, t), False])
         c[0], c[1], self._dirty = c[0] + 1, _chain_next(c[1], body), True
 
-    def append(self, rec: FaceRecord) -> None:
-        t = int(rec.track_id)
+    def _track(self, t: int) -> bytes:
         if t not in self._keys:
             self._keys[t] = AESGCM.generate_key(256)
-            self._seq[t] = 0
+            self._seq[t], self._vseq[t] = 0, 0
             self._record(b"T", struct.pack("<I", t) + seal(self._keys[t], self.recipient, _aad(b"T", self.bound, t)))
+        return self._keys[t]
+
+    def append(self, rec: FaceRecord) -> None:
+        if not self.video:
+            return self._write(rec)
+        group = int(rec.frame_index) // GROUP
+        if self._pending and group != self._group:
+            self._flush_group()
+        self._group = group
+        self._pending.append(rec)
+
+    def _flush_group(self) -> None:
+        """Each track's faithful regions of the group as one chunk, then the group's records in frame order."""
+        faithful: dict[int, list[int]] = {}
+        for i, r in enumerate(self._pending):
+            if r.key is not None and r.exact is not None and r.quality and isinstance(r.exact[1], np.ndarray):
+                faithful.setdefault(int(r.track_id), []).append(i)
+        recs = list(self._pending)
+        for t, idx in faithful.items():
+            data = encode_chunk([recs[i].exact[1] for i in idx], recs[idx[0]].quality)
+            key, seq, nonce = self._track(t), self._vseq[t], os.urandom(12)
+            ct = AESGCM(key).encrypt(nonce, data, _aad(b"V", self.bound, t, seq))
+            self._chained(b"V", t, struct.pack("<II", t, seq) + nonce + ct)
+            self._vseq[t] = seq + 1
+            for n, i in enumerate(idx):
+                recs[i] = replace(recs[i], key=None, exact=(recs[i].exact[0], InChunk(n)))
+        self._pending.clear()
+        for r in sorted(recs, key=lambda r: r.frame_index):  # (stable: a frame's records keep their order)
+            self._write(r)
+
+    def _write(self, rec: FaceRecord) -> None:
+        t = int(rec.track_id)
+        self._track(t)
         seq = self._seq[t]
         nonce = os.urandom(12)
         ct = AESGCM(self._keys[t]).encrypt(nonce, keyfile.encode_payload(rec), _aad(b"F", self.bound, t, seq))
@@ -90,6 +134,8 @@ class KeyWriter:
         if self._f.closed:
             return
         try:
+            if self._pending:
+                self._flush_group()
             for t, key in self._keys.items():
                 nonce = os.urandom(12)
                 ct = AESGCM(key).encrypt(nonce, struct.pack("<I", self._seq[t]), _aad(b"E", self.bound, t))
