@@ -47,7 +47,7 @@ MODES = {  # label: protect options
     "diffusion, 256 px keys": ["--recovery", "diffusion", "--key-resolution", "256"],
     "diffusion, 512 px keys": ["--recovery", "diffusion", "--key-resolution", "512"],
     "faithful (default)": ["--recovery", "faithful"],
-    "faithful, quality 90": ["--recovery", "faithful", "--faithful-quality", "90"],
+    "faithful 90 (quality 90)": ["--recovery", "faithful", "--faithful-quality", "90"],
     "exact": ["--recovery", "exact"],
 }
 
