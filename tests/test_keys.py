@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from difp_stream.cli import main
 from difp_stream.difp import FaceKey
-from difp_stream.keys.video import InChunk
 from difp_stream.keys import FaceRecord, KeyError_, KeyReader, KeyWriter, generate, load_public, load_secret
+from difp_stream.keys.keyfile import read_raw
+from difp_stream.keys.video import GROUP, InChunk, target_db
 from difp_stream.metrics import psnr as _psnr
 from difp_stream.video.synthetic import make_clip
 
@@ -41,6 +42,67 @@ def keyfile(tmp_path, pair):
         for r in recs:
             w.append(r)
     return path, recs
+
+
+def _moving_faces(frames: int):
+    """Two tracks of face regions (the astronaut's face sliding and growing), as faithful records of a video."""
+    from difp_stream.video.synthetic import astronaut
+
+    img, out = astronaut(), []
+    for f in range(frames):
+        for t in (0, 1):
+            x0, y0 = 120 + f + 40 * t, 60 + f // 2
+            box = (x0, y0, x0 + 150 + f % 5, y0 + 170)
+            rec = _record(t, f, f)
+            out.append(FaceRecord(t, f, rec.transform, rec.key, (box, img[y0:box[3], x0:box[2]].copy()), 75))
+    return out
+
+
+def test_faithful_regions_of_a_video_are_coded_as_one_stream_per_track_and_group(tmp_path, pair):
+    """A video's faithful face regions: one H.264 chunk per track and 30 frames, at the quality's PSNR, several
+    times smaller than a JPEG each; records in frame order; a track exported with its chunks; format 2 files read."""
+    recs = _moving_faces(70)
+    sizes = {}
+    for video in (True, False):
+        path = tmp_path / f"k{video}.difpkeys"
+        with KeyWriter(path, pair[1], SHAPES, {"model": "m", "media": "video" if video else "image"}) as w:
+            for r in recs:
+                w.append(r)
+        sizes[video] = path.stat().st_size
+    path = tmp_path / "kTrue.difpkeys"
+    kinds = [r.kind for r in read_raw(path.read_bytes())[2]]
+    assert kinds.count("V") == 2 * -(-70 // GROUP)  # per track: frames 0-29, 30-59, 60-69
+    got = list(KeyReader(path, pair[0]).records())
+    assert [(r.frame_index, r.track_id) for r in got] == [(r.frame_index, r.track_id) for r in recs]
+    assert all(isinstance(r.exact[1], InChunk) and r.key is None and not r.covered for r in got)
+    ps = [_psnr(a.exact[1], b.exact_pixels()) for a, b in zip(recs, got)]
+    assert np.mean(ps) >= target_db(75) and min(ps) > 36
+    assert sizes[True] < sizes[False] / 3  # one JPEG (quality 75) per face-frame, and the diffusion arrays
+    KeyReader(path, pair[0]).export_track(1, pair[1], tmp_path / "t1.difpkeys")
+    one = list(KeyReader(tmp_path / "t1.difpkeys", pair[0]).records())
+    assert [r.frame_index for r in one] == list(range(70))
+    assert np.array_equal(one[40].exact_pixels(), got[81].exact_pixels())
+    old = tmp_path / "v2.difpkeys"  # a format 2 file (no video records)
+    data = bytearray((tmp_path / "kFalse.difpkeys").read_bytes())
+    data[7] = 2
+    old.write_bytes(bytes(data))
+    assert len(list(KeyReader(old, pair[0]).records())) == len(recs)
+
+
+def test_an_altered_or_removed_video_chunk_is_refused(tmp_path, pair):
+    path = tmp_path / "k.difpkeys"
+    with KeyWriter(path, pair[1], SHAPES, {"model": "m", "media": "video"}) as w:
+        for r in _moving_faces(35):
+            w.append(r)
+    data = path.read_bytes()
+    v = next(r for r in read_raw(data)[2] if r.kind == "V")
+    flipped = bytearray(data)
+    flipped[v.start + v.size // 2] ^= 1
+    cut = data[:v.start - 5] + data[v.start + v.size:]  # the chunk and its record head gone
+    for i, bad in enumerate((bytes(flipped), cut)):
+        (tmp_path / f"bad{i}").write_bytes(bad)
+        with pytest.raises(KeyError_, match="signature|altered"):
+            list(KeyReader(tmp_path / f"bad{i}", pair[0]).records())
 
 
 def test_keygen_writes_a_private_secret_and_a_public_key(tmp_path):

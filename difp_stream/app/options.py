@@ -150,11 +150,13 @@ class KeyOptions:
     sign_key: str | None = opt(None, "Ed25519 key the key files are signed with (from `difp-stream keygen "
                                      "--signer`; default: this host's, made on first use)", kind=str)
     recovery: Literal["faithful", "diffusion", "exact"] = opt(
-        "faithful", "faithful (default): the DIFP key plus the original face region as a JPEG (>= 35 dB in the "
-                    "frame); diffusion: the DIFP key alone (compact; restores the model's reconstruction); exact: "
-                    "the DIFP key plus the original face pixels, losslessly", choices=RECOVERY)
-    faithful_quality: int = opt(75, "JPEG quality (4:4:4) of faithful recovery's face pixels (default: 75; 38-44 dB "
-                                    "in the face region on the shared clips, 90: 42-46 dB and 1.7x the size)",
+        "faithful", "faithful (default): the original face region (a video: each track's regions as one H.264 "
+                    "stream per 30 frames; an image: a JPEG beside the DIFP key), >= 38 dB in the frame; "
+                    "diffusion: the DIFP key alone (compact; restores the model's reconstruction); exact: the DIFP "
+                    "key plus the original face pixels, losslessly", choices=RECOVERY)
+    faithful_quality: int = opt(75, "quality of faithful recovery's face pixels: a video's regions are coded to "
+                                    "reach 39 dB + 0.2 dB per point above 75 (90: 42 dB); an image's are a 4:4:4 "
+                                    "JPEG of this quality (default: 75)",
                                 lo=50, hi=100, metavar="Q")
     key_resolution: int | None = opt(None, "keys restore the face at this size (a multiple of the model's 64): the "
                                            "original is also encoded at it, so large faces come back sharper (+3 to "
