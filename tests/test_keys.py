@@ -1,3 +1,4 @@
+import json
 import os
 import stat
 import struct
@@ -87,6 +88,42 @@ def test_faithful_regions_of_a_video_are_coded_as_one_stream_per_track_and_group
     data[7] = 2
     old.write_bytes(bytes(data))
     assert len(list(KeyReader(old, pair[0]).records())) == len(recs)
+
+
+def test_a_time_range_of_one_track_is_exported_and_still_checked_against_the_filters_signature(tmp_path, pair):
+    """`keys export --from-frame --to-frame`: the groups of 30 frames that cover the range, verifiable on their own;
+    a range moved off the signed marks, or a record taken out of it, is refused."""
+    path = tmp_path / "k.difpkeys"
+    with KeyWriter(path, pair[1], SHAPES, {"model": "m", "media": "video"}, checkpoint_seconds=0) as w:
+        for r in _moving_faces(100):
+            w.append(r)
+    full = {(r.track_id, r.frame_index): r.exact_pixels() for r in KeyReader(path, pair[0]).records()}
+    s2, p2 = generate(tmp_path / "court.key")
+    out = tmp_path / "t1_40_70.difpkeys"
+    assert main(["keys", "export", str(path), "--identity", str(tmp_path / "id.key"), "--export-track", "1",
+                 "--to", str(p2), "--out", str(out), "--from-frame", "40", "--to-frame", "70"]) == 0
+    r = KeyReader(out, load_secret(s2))
+    got = list(r.records())
+    assert r.tracks == [1] and [x.frame_index for x in got] == list(range(30, 90))
+    assert all(np.array_equal(x.exact_pixels(), full[(1, x.frame_index)]) for x in got)
+    to_end = tmp_path / "t0_end.difpkeys"
+    assert KeyReader(path, pair[0]).export_track(0, load_public(p2), to_end, (65, 2 ** 31)) == (60, None)
+    assert [x.frame_index for x in KeyReader(to_end, load_secret(s2)).records()] == list(range(60, 100))
+    with pytest.raises(KeyError_, match="export already"):
+        KeyReader(out, load_secret(s2)).export_track(1, load_public(p2), tmp_path / "again", (0, 10))
+    header, _, recs, _ = read_raw(out.read_bytes())
+    data = out.read_bytes()
+    x = next(q for q in recs if q.kind == "X")
+    note = json.loads(x.body)
+    note["range"]["from"][0] += 1  # a start the filter never signed
+    moved = data[:x.start - 5] + struct.pack("<BI", ord("X"), len(json.dumps(note))) + json.dumps(note).encode() \
+        + data[x.start + x.size:]
+    f = next(q for q in recs if q.kind == "F")
+    dropped = data[:f.start - 5] + data[f.start + f.size:]
+    for i, bad in enumerate((moved, dropped)):
+        (tmp_path / f"bad{i}").write_bytes(bad)
+        with pytest.raises(KeyError_, match="signed|signature"):
+            list(KeyReader(tmp_path / f"bad{i}", load_secret(s2)).records())
 
 
 def test_an_altered_or_removed_video_chunk_is_refused(tmp_path, pair):

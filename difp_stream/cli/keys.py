@@ -13,7 +13,8 @@ from ..pipeline import FaceRecoverer
 from ..video import OutputError, stream_tag, transcode
 from ..video.images import read_image, write_image
 from ..video.io import video_packets_sha256
-from .common import (EXIT_CODES, EXIT_OK, expected, fail, load_model, make_protector, model_args, passphrase,
+from ..errors import UsageError
+from .common import (EXIT_CODES, EXIT_OK, expected, fail, load_model, make_protector, model_args, num, passphrase,
                      video_args)
 
 
@@ -173,6 +174,11 @@ def cmd_keys(argv: list[str]) -> int:
     ex.add_argument("--export-track", type=int, required=True, dest="track", help="the track to disclose")
     ex.add_argument("--to", required=True, help="public key of the new recipient")
     ex.add_argument("--out", required=True, help="the new key file")
+    ex.add_argument("--from-frame", type=num(int, 0), default=None, metavar="N",
+                    help="only the track's frames from N on (frame = seconds x fps; rounded down to its group of 30, "
+                         "where the filter signed)")
+    ex.add_argument("--to-frame", type=num(int, 1), default=None, metavar="M",
+                    help="... up to frame M (exclusive; rounded up to the next group of 30)")
     args = p.parse_args(argv)
     try:
         reader = open_keys(args)
@@ -183,9 +189,16 @@ def cmd_keys(argv: list[str]) -> int:
                 raise FileExistsError(f"{args.out} exists")
             check_key_path(Path(args.out), Path(args.keys))
             to = load_public(args.to)
-            audited(args.keys, "export", "nothing was exported", tracks=[args.track], to=args.to, out=args.out)
-            reader.export_track(args.track, to, args.out)
-            print(f"track {args.track} re-sealed to {args.to}: {args.out}")
+            span = None
+            if args.from_frame is not None or args.to_frame is not None:
+                span = (args.from_frame or 0, args.to_frame if args.to_frame is not None else 2 ** 31)
+                if span[1] <= span[0]:
+                    raise UsageError("--to-frame must be after --from-frame")
+            audited(args.keys, "export", "nothing was exported", tracks=[args.track], to=args.to, out=args.out,
+                    **({"frames": list(span)} if span else {}))
+            lo, hi = reader.export_track(args.track, to, args.out, span)
+            what = "" if span is None else f" (frames {lo} to {'its end' if hi is None else hi})"
+            print(f"track {args.track}{what} re-sealed to {args.to}: {args.out}")
         return EXIT_OK
     except expected() as e:
         return fail(e)

@@ -55,6 +55,7 @@ class KeyReader:
                 int(self.export["exported_track"])
             except (ValueError, KeyError, TypeError, UnicodeDecodeError):
                 raise KeyError_("key file export note is damaged") from None
+        self._start: dict[int, tuple] = {}
         self._recs, statement = self._verified(recs, signer, hashlib.sha256(header_body).digest())
         if statement is None:
             raise KeyError_(f"key file {path} is incomplete and holds no signed records (cut short before its first "
@@ -78,11 +79,18 @@ class KeyReader:
         chains: dict[int, list] = {}
         upto, statement = 0, None
         only = int(self.export["exported_track"]) if self.export is not None else None
+        span = (self.export or {}).get("range")
+        if span is not None:
+            return self._verified_range(recs, signer, header_digest, only, span)
+        history: dict[int, list] = {}  # track -> its chain after each record (marks are checked against it)
+        self.marks: dict[int, list] = {}
         for i, r in enumerate(recs):
             if r.kind in "FEV":
                 t = _track_of(r)
                 c = chains.setdefault(t, [0, _chain_start(header_digest, t), False])
+                history.setdefault(t, [c[1]])
                 c[0], c[1], c[2] = c[0] + 1, _chain_next(c[1], r.body), c[2] or r.kind == "E"
+                history[t].append(c[1])
             elif r.kind == "S":
                 sig, body = r.body[:_SIG], r.body[_SIG:]
                 if len(sig) < _SIG or not verify(signer, sig, body):
@@ -101,9 +109,66 @@ class KeyReader:
                 if mine != claimed:
                     raise KeyError_("key file records do not match the filter's signature (records or tracks were "
                                     "removed, added or altered)")
+                self._marks_of(st, history, header_digest, only)
                 upto, statement = i + 1, st
         self._unsigned = sum(r.kind in "FEV" for r in recs[upto:])
         return [r for r in recs[:upto] if r.kind != "S"] + [r for r in recs[upto:] if r.kind == "T"], statement
+
+    def _marks_of(self, st: dict, history: dict, header_digest: bytes, only: int | None) -> None:
+        """A statement's marks (where groups of frames start), each checked against the chain it names (an
+        export's: its own track's only)."""
+        try:
+            for t, ms in (st.get("marks") or {}).items():
+                t = int(t)
+                if only is not None and t != only:
+                    continue
+                for n, chain, frame, fseq, vseq in ms:
+                    h = history.get(t, [_chain_start(header_digest, t)])
+                    if not (0 <= int(n) < len(h)) or h[int(n)].hex() != chain:
+                        raise KeyError_("key file marks do not match its records (the file was altered)")
+                    self.marks.setdefault(t, []).append((int(n), chain, int(frame), int(fseq), int(vseq)))
+        except (TypeError, ValueError, AttributeError):
+            raise KeyError_("key file statement is damaged") from None
+
+    def _verified_range(self, recs, signer: bytes, header_digest: bytes, t: int, span: dict):
+        """An export of a time range of track ``t``: its records are chained from a signed mark to the next signed
+        mark (or to the track's end, as the last statement signs it)."""
+        sigs = []
+        for r in recs:
+            if r.kind == "S":
+                sig, body = r.body[:_SIG], r.body[_SIG:]
+                if len(sig) < _SIG or not verify(signer, sig, body):
+                    raise KeyError_("key file signature does not verify (the file was altered or forged)")
+                try:
+                    sigs.append(json.loads(body))
+                except ValueError:
+                    raise KeyError_("key file statement is damaged") from None
+        if not sigs or any(s.get("header") != header_digest.hex() for s in sigs):
+            raise KeyError_("key file header was altered (it does not match the signed statement)")
+        signed = {tuple(m[:2]) for s in sigs for m in (s.get("marks") or {}).get(str(t), [])}
+        start, end = span.get("from"), span.get("to")
+        try:
+            n, chain = int(start[0]), bytes.fromhex(start[1])
+            if (n, start[1]) not in signed or (end is not None and (int(end[0]), end[1]) not in signed):
+                raise KeyError_("the exported time range does not start and end where the filter signed")
+        except (TypeError, ValueError, IndexError):
+            raise KeyError_("key file export note is damaged") from None
+        ended = False
+        for r in recs:
+            if r.kind in "FEV":
+                if _track_of(r) != t:
+                    raise KeyError_("key file export holds another track's records (file altered)")
+                n, chain, ended = n + 1, _chain_next(chain, r.body), ended or r.kind == "E"
+        last = sigs[-1]
+        claim = (last.get("tracks") or {}).get(str(t))
+        ok = (int(end[0]), end[1]) == (n, chain.hex()) if end is not None else (
+            claim is not None and (int(claim[0]), str(claim[1]), bool(claim[2])) == (n, chain.hex(), ended))
+        if not ok:
+            raise KeyError_("key file records do not match the filter's signature (records were removed, added or "
+                            "altered)")
+        self._unsigned, self.marks = 0, {}
+        self._start = {t: (int(start[3]), int(start[4]))}
+        return [r for r in recs if r.kind != "S"], last
 
     def _key(self, t: int) -> bytes:
         if t not in self._data_keys:
@@ -118,8 +183,9 @@ class KeyReader:
         missing = want - set(self.tracks)
         if missing:
             raise KeyError_(f"track(s) {sorted(missing)} not in the key file (tracks: {self.tracks})")
-        seen: dict[int, int] = {t: 0 for t in want}
-        chunks: dict[int, list] = {t: [0, None] for t in want}  # track -> [video chunks seen, the current one]
+        first = self._start  # (a time range's first face record and chunk numbers)
+        seen: dict[int, int] = {t: first.get(t, (0, 0))[0] for t in want}
+        chunks: dict[int, list] = {t: [first.get(t, (0, 0))[1], None] for t in want}  # [chunks seen, current one]
         for r in self._recs:
             if r.kind == "V" and r.size >= 8 + 12 + 16:
                 t, seq = struct.unpack_from("<II", r.buf, r.start)
@@ -170,22 +236,29 @@ class KeyReader:
         except InvalidTag:
             raise KeyError_(f"track {t}: video chunk {seq} failed authentication (the key file was altered)") from None
 
-    def export_track(self, track: int, recipient, path: str | Path) -> None:
-        """A new key file holding only ``track``, its data key re-sealed to ``recipient``: the filter's header and
-        last signed statement travel unchanged, so the new reader can check the track against the filter's
-        signature."""
+    def export_track(self, track: int, recipient, path: str | Path, frames: tuple | None = None) -> tuple:
+        """A new key file holding only ``track`` (``frames``: only the groups of 30 frames that cover [first, last)
+        of it), its data key re-sealed to ``recipient``: the filter's header and signed statements travel unchanged,
+        so the new reader can check the track against the filter's signature. Returns the frames it covers."""
         if track not in self.tracks:
             raise KeyError_(f"track {track} not in the key file (tracks: {self.tracks})")
+        if self.export is not None:
+            raise KeyError_("this key file is an export already: export from the filter's own key file")
         key = self._key(track)
         data = self.path.read_bytes()
         header, header_body, recs, _ = read_raw(data)
         last = max(i for i, r in enumerate(recs) if r.kind == "S")
         note = {"exported_track": track, "recipient": fingerprint(recipient), "exported_from": header.get("recipient")}
+        mine = [r for r in recs[:last] if r.kind in "FEV" and _track_of(r) == track]
+        covered = (None, None)
+        if frames is not None:
+            mine, note["range"], covered = self._range(track, mine, frames)
         out = io.BytesIO()
         out.write(MAGIC + bytes([data[7]]))  # (the filter's version: its header and statement travel unchanged)
         parts = [("H", header_body), ("X", json.dumps(note, sort_keys=True).encode()),
                  ("T", struct.pack("<I", track) + seal(key, recipient, _aad(b"T", self.bound, track)))]
-        parts += [(r.kind, r.body) for r in recs[:last] if r.kind in "FEV" and _track_of(r) == track]
+        parts += [(r.kind, r.body) for r in mine]
+        parts += [("S", r.body) for r in recs[:last] if r.kind == "S" and frames is not None]
         parts.append(("S", recs[last].body))
         for kind, body in parts:
             out.write(_HEAD.pack(ord(kind), len(body)) + body)
@@ -196,3 +269,19 @@ class KeyReader:
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+        return covered
+
+    def _range(self, track: int, mine: list, frames: tuple) -> tuple[list, dict, tuple]:
+        """The track's records from the last signed mark at or before ``frames[0]`` to the first at or after
+        ``frames[1]`` (or its end), and the export note's range."""
+        marks = sorted(self.marks.get(track, []))
+        if not marks:
+            raise KeyError_(f"track {track} has no signed time marks (an image's key file, or one written before "
+                            "format 3): export the whole track")
+        lo, hi = int(frames[0]), int(frames[1])
+        start = max((m for m in marks if m[2] <= lo), default=marks[0])
+        end = min((m for m in marks if m[2] >= hi and m[0] > start[0]), default=None)
+        upto = end[0] if end is not None else len(mine)
+        covered = (start[2], end[2] if end is not None else None)
+        return mine[start[0]:upto], {"from": list(start), "to": None if end is None else list(end),
+                                     "frames": list(covered)}, covered

@@ -46,6 +46,7 @@ class KeyWriter:
         self._pending: list[FaceRecord] = []  # this group's records (video)
         self._group = None
         self._vseq: dict[int, int] = {}
+        self._marks: dict[int, list] = {}  # track -> marks not yet signed (where each group of frames starts)
         header = {"format": VERSION, "stream_id": self.stream_id.hex(), "recipient": fingerprint(recipient),
                   "signer": raw(self.signer.public_key()).hex(),
                   "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "shapes": shapes, **(info or {})}
@@ -90,6 +91,10 @@ class KeyWriter:
             if r.key is not None and r.exact is not None and r.quality and isinstance(r.exact[1], np.ndarray):
                 faithful.setdefault(int(r.track_id), []).append(i)
         recs = list(self._pending)
+        for t in sorted({int(r.track_id) for r in recs}):  # each track's chain where this group starts: a time
+            self._track(t)  # range of the track can be exported and checked against the signature on its own
+            c = self._chains.get(t, [0, _chain_start(self.header_digest, t)])
+            self._marks.setdefault(t, []).append([c[0], c[1].hex(), self._group * GROUP, self._seq[t], self._vseq[t]])
         for t, idx in faithful.items():
             data = encode_chunk([recs[i].exact[1] for i in idx], recs[idx[0]].quality)
             key, seq, nonce = self._track(t), self._vseq[t], os.urandom(12)
@@ -119,6 +124,9 @@ class KeyWriter:
                      "tracks": {str(t): [c[0], c[1].hex(), c[2]] for t, c in sorted(self._chains.items())}}
         if media:
             statement["media"] = media
+        if self._marks:  # [records before, chain there, first frame, face records before, chunks before]
+            statement["marks"] = {str(t): m for t, m in sorted(self._marks.items())}
+            self._marks = {}
         body = json.dumps(statement, sort_keys=True).encode()
         self._record(b"S", sign(self.signer, body) + body)
         self._sync(fsync=False)
