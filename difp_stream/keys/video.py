@@ -56,20 +56,33 @@ def region_psnr(regions: list[np.ndarray], frames: list[np.ndarray]) -> float:
     return float(np.mean(out))
 
 
-def encode_chunk(regions: list[np.ndarray], quality: int) -> bytes:
-    """uint8 RGB regions (any sizes) -> a chunk payload: count, canvas size, then the H.264 stream, at the largest
-    rate factor of ``CRFS`` whose regions reach ``target_db(quality)`` (measured by decoding it)."""
+def encode_chunk(regions: list[np.ndarray], quality: int, start: int = 1) -> tuple[bytes, int]:
+    """uint8 RGB regions (any sizes) -> (a chunk payload: count, canvas size, then the H.264 stream; the place in
+    ``CRFS`` used): the largest rate factor whose regions reach ``target_db(quality)`` (measured by decoding it),
+    searched from ``start`` (the track's last one: one or two tries where the picture changes slowly)."""
     h = max(r.shape[0] for r in regions)
     w = max(r.shape[1] for r in regions)
     h, w = h + h % 2, w + w % 2
     canvases = [np.ascontiguousarray(np.pad(r, ((0, h - r.shape[0]), (0, w - r.shape[1]), (0, 0)), mode="edge"))
                 for r in regions]
     goal = target_db(quality)
-    for crf in CRFS:
-        data = _code(canvases, crf)
-        if region_psnr(regions, _decode(data)) >= goal:
-            break
-    return _CHUNK.pack(len(regions), w, h) + data
+
+    def reaches(i: int) -> bytes | None:
+        data = _code(canvases, CRFS[i])
+        return data if region_psnr(regions, _decode(data)) >= goal else None
+
+    i = min(max(start, 0), len(CRFS) - 1)
+    data = reaches(i)
+    if data is not None:  # one step up (fewer bytes) while it still reaches the goal
+        while i > 0 and (up := reaches(i - 1)) is not None:
+            i, data = i - 1, up
+    else:
+        while data is None and i < len(CRFS) - 1:
+            i += 1
+            data = reaches(i)
+        if data is None:
+            data = _code(canvases, CRFS[i])
+    return _CHUNK.pack(len(regions), w, h) + data, i
 
 
 class VideoChunk:

@@ -46,6 +46,7 @@ class KeyWriter:
         self._pending: list[FaceRecord] = []  # this group's records (video)
         self._group = None
         self._vseq: dict[int, int] = {}
+        self._crf: dict[int, int] = {}  # track -> its last chunk's place in video.CRFS (the next search starts there)
         self._marks: dict[int, list] = {}  # track -> marks not yet signed (where each group of frames starts)
         header = {"format": VERSION, "stream_id": self.stream_id.hex(), "recipient": fingerprint(recipient),
                   "signer": raw(self.signer.public_key()).hex(),
@@ -96,7 +97,8 @@ class KeyWriter:
             c = self._chains.get(t, [0, _chain_start(self.header_digest, t)])
             self._marks.setdefault(t, []).append([c[0], c[1].hex(), self._group * GROUP, self._seq[t], self._vseq[t]])
         for t, idx in faithful.items():
-            data = encode_chunk([recs[i].exact[1] for i in idx], recs[idx[0]].quality)
+            data, self._crf[t] = encode_chunk([recs[i].exact[1] for i in idx], recs[idx[0]].quality,
+                                              self._crf.get(t, 1))
             key, seq, nonce = self._track(t), self._vseq[t], os.urandom(12)
             ct = AESGCM(key).encrypt(nonce, data, _aad(b"V", self.bound, t, seq))
             self._chained(b"V", t, struct.pack("<II", t, seq) + nonce + ct)
