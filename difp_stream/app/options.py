@@ -216,13 +216,6 @@ class Options:
         check(opts, where)
         return opts
 
-    def flat(self) -> dict:
-        out = {"input": self.input, "outputs": list(self.outputs), "overwrite": self.overwrite}
-        for name in SECTIONS:
-            sec = getattr(self, name)
-            out.update({f.name: getattr(sec, f.name) for f in fields(sec)})
-        return out
-
 
 def option_fields():
     """(section name, field) for every option, in the order of ``-h``."""

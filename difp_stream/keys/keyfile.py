@@ -28,8 +28,8 @@ Face payload: frame index (u32), the 2x3 alignment transform (6 f32), steps (u16
 diffusion, 1 pixels, 2 cover, 3 pixels in the track's video chunk), then fp16 arrays z_ts, correction, id_code,
 style (not in cover mode); in pixels and cover mode also the ROI (4 i32) and the original pixels there: a PNG
 (``--recovery exact``, lossless) or a JPEG, 4:4:4 (``--recovery faithful`` on an image, and covers), decoded only
-when it is pasted; in mode 3 (``--recovery faithful`` on a video) no arrays: the ROI and the frame's index (u16) in the track's last
-'V' chunk, whose pixels restore the face. A cover record is a face the filter blurred instead
+when it is pasted; in mode 3 (``--recovery faithful`` on a video) no arrays: the ROI and the frame's index (u16)
+in the track's last 'V' chunk, whose pixels restore the face. A cover record is a face the filter blurred instead
 of replacing (a profile, a face too small or cut by the frame, a failed protection): it holds the region the blur
 changed and its original pixels, whatever the recovery mode, so that every face the filter touched comes back.
 """
@@ -67,7 +67,7 @@ class FaceRecord:
     exact: tuple[tuple[int, int, int, int], np.ndarray | bytes] | None = None  # ROI (x0, y0, x1, y1) and its RGB
     #                                                     pixels (as read: their PNG or JPEG, see exact_pixels)
     quality: int = 0  # how the pixels are stored: 0 a PNG (lossless), else a JPEG of this quality (4:4:4), or
-    #                   in a video's key file a frame of the track's H.264 chunk at the matching rate (video.crf_for)
+    #                   in a video's key file a frame of the track's H.264 chunk (coded to video.target_db)
 
     @property
     def lossless(self) -> bool:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
+from ..metrics import psnr
 from .crypto import KeyError_
 
 GROUP = 30  # frames per chunk: a key frame each, so recovery can start at any group
@@ -49,11 +50,7 @@ def _decode(data: bytes) -> list[np.ndarray]:
 
 def region_psnr(regions: list[np.ndarray], frames: list[np.ndarray]) -> float:
     """Mean PSNR of each region against the top left of its decoded frame."""
-    out = []
-    for r, f in zip(regions, frames):
-        mse = np.mean((r.astype(np.float32) - f[:r.shape[0], :r.shape[1]]) ** 2)
-        out.append(10 * np.log10(255.0 ** 2 / max(float(mse), 1e-10)))
-    return float(np.mean(out))
+    return float(np.mean([psnr(r, f[:r.shape[0], :r.shape[1]]) for r, f in zip(regions, frames)]))
 
 
 def encode_chunk(regions: list[np.ndarray], quality: int, start: int = 1) -> tuple[bytes, int]:

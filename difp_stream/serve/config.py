@@ -33,7 +33,7 @@ import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from ..app.options import Options, SamplingOptions, check_section
+from ..app.options import Options, SamplingOptions, check_section, option_fields
 from ..errors import UsageError
 
 MODEL_KEYS = {"name": str, "backend": str, "batch": int, "wait_ms": (int, float), "replicas": int, "cpus": (int, float),
@@ -98,7 +98,7 @@ def _kind(t) -> str:
     return " or ".join(names[x] for x in (t if isinstance(t, tuple) else (t,)))
 
 
-CAMERA_OPTIONS = set(Options("-", ["-"]).flat()) - {"input", "outputs", "overwrite"}
+CAMERA_OPTIONS = {f.name for _, f in option_fields()}  # (input, outputs: the camera's own keys)
 
 
 def _options(where: str, d: dict) -> dict:
