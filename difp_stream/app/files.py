@@ -165,7 +165,7 @@ class FileRun:
         except Interrupted as e:  # the frames done so far are a playable output: their keys go with them
             stopped, n = e, e.frames
         if writer:  # the video's encoded packets, as written: they survive a remux that drops the tag
-            writer.close(media={"packets_sha256": video_packets_sha256(self.dst)})
+            writer.close(media={"packets_sha256": video_packets_sha256(self.dst)}, frames=n)
         self.staged.commit()
         if stopped:
             raise stopped

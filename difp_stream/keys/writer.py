@@ -139,11 +139,15 @@ class KeyWriter:
             self.checkpoint()
         self._sync(fsync=False)
 
-    def close(self, media: dict | None = None) -> None:
-        """End every track, sign the whole file (with ``media``: what it belongs to) and close it."""
+    def close(self, media: dict | None = None, frames: int | None = None) -> None:
+        """End every track, sign the whole file (with ``media``: what it belongs to) and close it. ``frames``: the
+        output holds only this many frames (a run stopped mid-frame): records of later frames, still held with
+        their group, are left out."""
         if self._f.closed:
             return
         try:
+            if frames is not None:
+                self._pending = [r for r in self._pending if r.frame_index < frames]
             if self._pending:
                 self._flush_group()
             for t, key in self._keys.items():
