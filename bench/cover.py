@@ -57,7 +57,11 @@ def picture(crop: np.ndarray) -> np.ndarray:
     return cv2.copyMakeBorder(big, 64, 64, 64, 64, cv2.BORDER_REPLICATE)
 
 
-def run(mode: str, picked: list[dict], files: dict, limit_other: int = 4) -> dict:
+def run(mode: str, picked: list[dict], files: dict, limit_other: int = 4, only: tuple[str, ...] = (),
+        save: Path | None = None, **settings) -> dict:
+    """``only``: protect just the photos whose file names hold one of these (each keeps its seed in the full list);
+    ``save``: a folder for each photo's original | output | recovered picture; ``settings``: other
+    :class:`PipelineConfig` fields."""
     from difp_stream.difp import Protector, load_model
     from difp_stream.difp.identity import DlibIdentityEncoder
     from difp_stream.faces import align
@@ -74,9 +78,12 @@ def run(mode: str, picked: list[dict], files: dict, limit_other: int = 4) -> dic
     shapes = None
     rows, t0 = [], time.time()
     for i, r in enumerate(picked):
+        if only and not any(o in r["file"] for o in only):
+            continue
         img = picture(read(r["file"]))
         recs: list = []
-        cfg = PipelineConfig(seed=i, keys=True, exact=True, pixels_quality=75, attributes=mode)
+        cfg = PipelineConfig(seed=i, keys=True, exact=True, pixels_quality=75, attributes=mode,
+                             **settings)
         fp = FaceProtector(p, enc, cfg, on_key=recs.append)
         out = fp.process(0, img)
         st = fp.stats
@@ -105,6 +112,9 @@ def run(mode: str, picked: list[dict], files: dict, limit_other: int = 4) -> dic
         back = FaceRecoverer(p, [decode_payload(x.track_id, encode_payload(x), shapes) for x in recs]).process(0, out) \
             if recs else out
         row["recovered_psnr"] = psnr(back, img)
+        if save is not None:
+            save.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(save / f"{mode}_{Path(r['file']).stem}.jpg"), np.hstack([img, out, back])[:, :, ::-1])
         rows.append(row)
         if (i + 1) % 20 == 0:
             print(f"  {mode}: {i + 1}/{len(picked)} ({time.time() - t0:.0f} s)", file=sys.stderr)
@@ -140,6 +150,8 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=100)
     ap.add_argument("--modes", default="keep,random")
     ap.add_argument("--name", default="cover")
+    ap.add_argument("--only", default="", help="comma-separated parts of file names: protect only those photos")
+    ap.add_argument("--save", type=Path, help="a folder for each photo's original | output | recovered picture")
     args = ap.parse_args()
     if not (FACES / "manifest.tsv").exists():
         print(f"skipped: {FACES} not present")
@@ -147,7 +159,8 @@ def main() -> int:
     picked, files = photos(args.limit)
     res = {"machine": machine(), "photos": args.limit, "modes": {}}
     for mode in args.modes.split(","):
-        res["modes"][mode] = run(mode, picked, files)
+        res["modes"][mode] = run(mode, picked, files, only=tuple(x for x in args.only.split(",") if x),
+                                 save=args.save)
         print(mode, json.dumps({k: v for k, v in res["modes"][mode].items() if k != "rows"}), file=sys.stderr)
     write(res, args.name)
     return 0

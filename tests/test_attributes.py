@@ -158,3 +158,33 @@ def test_the_check_keeps_privacy_first_then_the_fake_person_then_the_attributes_
     levels = iter([60, 62])
     best = run(first, FaceResult(face(50), kept=True), need=0.85, adjust=flip)
     assert first.weak  # nothing far enough: the face will be blurred
+
+    # none meets the goal: one that reads the person's gender is kept over a farther one that does not
+    third = TrackState(seed=3, id_code=np.zeros(1, np.float32))
+    miss = lambda res: FaceResult(res.crop, surrogate=res.surrogate, latent=res.latent, kept=False,  # noqa: E731
+                                  gender=bool(res.crop.max() < 90))
+    levels = iter([95, 85])
+    best = run(third, FaceResult(face(80), kept=False, gender=False), need=0.99, adjust=miss)
+    assert best.crop.max() == 85 and best.gender
+
+
+def test_a_drive_edit_that_reads_another_gender_as_pasted_is_turned_back():
+    """The recheck of a keyframe's expression edit (--attributes keep): a fake steered to read the person's gender
+    whose edit reads the other gender in the output is not shown; an edit that still reads it is; a fake that
+    never read it (or --attributes random) is not measured."""
+    from types import SimpleNamespace
+
+    from difp_stream.difp.attributes import Goal
+    from difp_stream.pipeline.carry import StyleStages
+    from difp_stream.pipeline.config import Timings
+    from difp_stream.pipeline.tracks import FaceResult
+
+    reads = lambda x: SimpleNamespace(logit=np.array([x.mean() - 100.0]), age=np.array([30.0]))  # noqa: E731
+    stage = SimpleNamespace(steer=object(), attr_est=reads, timings=Timings())
+    st = SimpleNamespace(goal=Goal(male=False, age=30.0))
+    face = lambda v: np.full((128, 128, 3), v, np.uint8)  # noqa: E731
+    steered = FaceResult(face(0), gender=True)
+    assert StyleStages._reads_as(stage, st, face(60), steered)  # logit -40: female
+    assert not StyleStages._reads_as(stage, st, face(140), steered)  # logit +40: male
+    assert StyleStages._reads_as(stage, st, face(140), FaceResult(face(0), gender=False))
+    assert StyleStages._reads_as(SimpleNamespace(steer=None), st, face(140), steered)

@@ -69,14 +69,47 @@ def test_obscure_destroys_the_face():
 
 
 def test_profile_faces_are_recognised():
+    """At the pipeline's default a face turned ~35 degrees (nose 0.4 eye distances off the eyes' midpoint: the
+    generator renders it) is not a profile; a nose beyond an eye, or eyes that coincide, are."""
+    from difp_stream.pipeline.config import PipelineConfig
+
+    limit = PipelineConfig().max_yaw
     frontal = align.TEMPLATE_128.copy()
-    assert not align.is_profile(frontal, 0.3)
+    assert not align.is_profile(frontal, limit)
+    eyes = frontal[1, 0] - frontal[0, 0]
+    three_quarter = frontal.copy()
+    three_quarter[2, 0] = (frontal[0, 0] + frontal[1, 0]) / 2 + 0.4 * eyes
+    assert not align.is_profile(three_quarter, limit) and align.is_profile(three_quarter, 0.3)
     turned = frontal.copy()
     turned[2, 0] = frontal[1, 0] + 2  # nose beyond the right eye
-    assert align.is_profile(turned, 0.3)
+    assert align.is_profile(turned, limit)
     collapsed = frontal.copy()
     collapsed[1] = collapsed[0]
-    assert align.is_profile(collapsed, 0.3)
+    assert align.is_profile(collapsed, limit)
+
+
+def test_a_doubtful_detection_is_a_face_only_when_the_mesh_finds_one():
+    """FaceCheck with the shipped face mesh: at a low detector score the astronaut's face is taken for a face and
+    the same landmarks over a patterned wall are not (blurred, never given a fake face), looked at again only every
+    ``every`` frames; one confident detection settles a track; faces under ``min_size`` are not looked at."""
+    from difp_stream.faces.mesh import load_mesh
+    from difp_stream.pipeline.tracks import FaceCheck
+
+    img = astronaut()
+    face = Detector().detect([img])[0][0]
+    wall = np.random.default_rng(0).integers(0, 255, (img.shape[0] // 16, img.shape[1] // 16, 3), dtype=np.uint8)
+    wall = np.kron(wall, np.ones((16, 16, 1), np.uint8))  # 16 px tiles: no face anywhere
+    check = FaceCheck(load_mesh(), below=0.9, min_size=40, every=8)
+    w = float(face.box[2] - face.box[0])
+    assert check(0, img, 1, 0.6, face.landmarks, w)
+    assert not check(0, wall, 2, 0.6, face.landmarks, w)
+    assert not check(3, img, 2, 0.6, face.landmarks, w)  # not looked at again before 8 frames...
+    assert check(8, img, 2, 0.6, face.landmarks, w)  # ... then it is, and the mesh finds the face
+    assert check(9, wall, 2, 0.6, face.landmarks, w)  # settled for the track's life
+    assert check(0, wall, 3, 0.95, face.landmarks, w) and check(1, wall, 3, 0.6, face.landmarks, w)
+    assert check(0, wall, 4, 0.6, face.landmarks, 30.0)  # too small to look at: taken for a face
+    check.forget({1})
+    assert not check(20, wall, 2, 0.6, face.landmarks, w)  # a track that ended is forgotten
 
 
 def test_dlib_network_in_pytorch_gives_dlibs_own_descriptors():

@@ -20,7 +20,11 @@ FRAMES = 16
 # sha256 of (frames handed to the encoder, image file bytes), recorded with the command before app/ existed
 GOLDEN = {"2.13.0+cpu|2026.4.1-22982-e213a147257-releases/2026/4|AMD EPYC": (
     "6de56753c73ff6602e03fea2ffa4010cff25967741fec6bd52e078da71294783",
-    "0565be0aa71d0742ef2ffa9c0de712c42f43be9c273050352a9049d65ef6ab12")}
+    "0565be0aa71d0742ef2ffa9c0de712c42f43be9c273050352a9049d65ef6ab12"),
+          # (recorded 2026-12-07 on this platform, identical before and after the turned-face and face-check change)
+          "2.13.0+cpu|2026.4.1-22982-e213a147257-releases/2026/4|Intel(R) Xeon(R) Processor": (
+    "1326fe6019b54ba8d9b4d616a0b0d1786702eed375b800611d7c88a5f3f7f535",
+    "05753aced27468ec4bd254087a6739236eec17a3782a5743a3ca24c27cb812e8")}
 
 
 def platform_key() -> str:

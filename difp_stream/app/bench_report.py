@@ -61,8 +61,9 @@ def markdown(r: dict, command: str) -> str:
               f"- end to end: **{d['fps']:.2f} fps**, real-time factor {d['realtime_factor']:.2f} at "
               f"{d['clip_fps']:.2f} fps; peak RSS {r['peak_rss_mb']:.0f} MB",
               f"- faces covered {d['faces']} in {d['tracks']} tracks (carried {d['carried']}, blurred {d['blurred']}: "
-              f"{d.get('blurred_profiles', 0)} profiles, {d.get('blurred_small_or_cut', 0)} too small or cut, the rest "
-              f"failed closed; blurred share of the faces that are not profiles "
+              f"{d.get('blurred_profiles', 0)} profiles, {d.get('blurred_small_or_cut', 0)} too small or cut, "
+              f"{d.get('blurred_not_faces', 0)} not faces (mesh), the rest failed closed; blurred share of the faces "
+              f"that are not profiles "
               f"**{d.get('blurred_share_not_profile', 0):.1%}**); "
               f"identity leaks **{d['leaks']} of {d['faces_checked']}** checked faces"]
     if st["same_fake_share"] is not None:

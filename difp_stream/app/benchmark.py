@@ -103,7 +103,9 @@ def run_difp(frames: list, fps: float, model, backend: str = "auto", steps: int 
          "fps": 1000 / total, "realtime_factor": (1000 / total) / fps, "faces": fp.stats.faces,
          "carried": fp.stats.carried, "blurred": fp.stats.obscured, "tracks": len(fp.stats.tracks),
          "blurred_profiles": fp.stats.profiles, "blurred_small_or_cut": fp.stats.small,
-         "blurred_share_not_profile": (fp.stats.obscured - fp.stats.profiles) / max(1, fp.stats.faces - fp.stats.profiles),
+         "blurred_not_faces": fp.stats.not_faces,  # (doubtful detections the face mesh found no face in)
+         "blurred_share_not_profile": (fp.stats.obscured - fp.stats.profiles - fp.stats.not_faces)
+         / max(1, fp.stats.faces - fp.stats.profiles - fp.stats.not_faces),
          "leaks": leaks, "faces_checked": checked,
          "identity_stability": identity_stability(outs, tracks, every, fc), "flicker": flicker(frames, outs, tracks),
          "detail": detail_ratios(frames, outs, tracks, every)}

@@ -50,8 +50,9 @@ class StyleStages:
 
             z, face, n, met = self.steer.steer(res.latent, res.crop, st.goal, measure,
                                                lambda z: self.p._render(z)[0])
+            gender = met or st.goal.near(*measure(face))
         self.stats.steered += n > 0
-        return FaceResult(face, res.key, res.surrogate, z, res.source, res.points, kept=met)
+        return FaceResult(face, res.key, res.surrogate, z, res.source, res.points, kept=met, gender=gender)
 
     def _adjust(self, st: TrackState, frame: np.ndarray, face: tuple, put, c128: np.ndarray):
         """--attributes keep: the steer applied to a fake drawn for face ``face`` (track, m128, model transform) of
@@ -74,8 +75,8 @@ class StyleStages:
 
     def _recheck(self, frame, todo, states, results: list, checked: dict) -> None:
         """A keyframe's face that the expression drive changed after its identity check is measured again as it
-        will be pasted (its own mesh mask): closer than ``verify_distance`` to the person, the checked face is
-        shown instead (measured on the eval photos: an unchecked drive edit of a fake steered to the person's age
+        will be pasted (its own mesh mask): closer than ``verify_distance`` to the person, or no longer reading the
+        person's gender and age band (``_reads_as``), the checked face is shown instead (measured on the eval photos: an unchecked drive edit of a fake steered to the person's age
         came to 0.57 of them)."""
         if not self.check.on:
             return
@@ -85,10 +86,21 @@ class StyleStages:
                 continue
             put = (lambda patch, crop, mm=todo[k][2], tid=todo[k][0].id, pts=res.points:
                    self._put(patch, frame, crop, mm, tid=tid, points=pts))
+            look = self.check.look(frame, todo[k][1], put)
             with self.timings("check carried"):
-                d = self.check.distance(self.check.look(frame, todo[k][1], put)(res.crop), states[k].looks())
-            if d < self.cfg.verify_distance:
+                d = self.check.distance(look(res.crop), states[k].looks())
+            if d < self.cfg.verify_distance or not self._reads_as(states[k], look(res.crop), res):
                 res.crop, res.points = crop0, None
+
+    def _reads_as(self, st: TrackState, seen: np.ndarray, res: FaceResult) -> bool:
+        """--attributes keep: a drive edit of a keyframe's fake that read the person's gender and age band still
+        does as pasted (``seen``: its template crop in the output). Seen on the eval photos: a talking woman's steered
+        fake read female (logit -2 to -6); its edit to her open mouth read male in the output (P 0.89)."""
+        if self.steer is None or st.goal is None or res.gender is not True:
+            return True
+        with self.timings("attributes"):
+            a = self.attr_est(seen[None])
+        return st.goal.near(float(a.logit[0]), float(a.age[0]))
 
     def _driven(self, index: int, todo: list, states: list[TrackState], crops: Crops, results: list, ks: list,
                 keyframes: bool = False) -> list:

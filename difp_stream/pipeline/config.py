@@ -16,13 +16,22 @@ class PipelineConfig:
     min_difp: int = 20  # faces narrower than this (pixels) get the blur cover: too small for a fake face to hold
     #                     (20-40 px faces get a 128 px render scaled down: on the crowd clip the blurred share of
     #                     non-profile face-frames fell from 29.2% at 40 to 3.8%, 0 leaks of 73 checked faces)
+    face_check_below: float = 0.9  # detections scored below this are replaced only when the face mesh finds a face
+    #                                in them (else blurred: no fake face on a flower); 0: off ...
+    face_check_min: int = 40  # ... for faces at least this wide (pixels; smaller, the mesh misses real faces too)
     max_misses: int = 12  # frames a track is kept (and covered) without a detection
     identity_refresh: int = 0  # recompute a track's identity code every N frames (0: once per track)
     max_edge_cut: float = 0.15  # a face with more than this share of its box outside the frame is blurred (cut
     #                             faces cannot be aligned; the detector finds them on a padded frame)
     change_level: float = 12.0  # with detect_every > 1: a frame whose picture changed by more than this (0-255,
     #                            1/8-scale grey) outside the tracked faces is detected anyway (a new face shows up)
-    max_yaw: float = 0.3  # nose offset from the eyes' midpoint / eye distance above which a face is blurred instead
+    max_yaw: float = 0.5  # nose offset from the eyes' midpoint / eye distance above which a face is blurred instead
+    #                       (~0.55 tan(yaw): 0.5 is about 42 degrees. At 0.3 (~29 degrees), 4 of 102 eval photo
+    #                       faces, turned 30-38 degrees (0.35-0.43), were blurred; the generator renders them) ...
+    small_max_yaw: float = 0.3  # ... for faces at least turned_min_size wide; smaller ones are blurred above this
+    turned_min_size: int = 80  # (on the crowd clip's ~40 px faces at 0.5, a turned face came within dlib 0.57 of
+    #                            its person, and non-profile face-frames blurred rose from 3.8% to 6.2%: too few
+    #                            pixels to check a turned fake)
     protect_every: int = 4  # full DIFP run per track every N frames; frames between are carried (Protector.carry)
     carry_cutoff: int = 8  # latent low-pass size of the motion carried between keyframes
     render_every: int = 2  # a style-space model: carried frames are rendered every N frames; between, the last face
@@ -87,6 +96,7 @@ class Stats:
     obscured: int = 0  # face-frames covered by the fail-closed blur
     profiles: int = 0  # of which profiles (turned too far for the frontal alignment)
     small: int = 0  # of which narrower than min_difp, or cut by the frame's edge
+    not_faces: int = 0  # of which doubtful detections the face mesh found no face in (FaceCheck)
     reused: int = 0  # face-frames covered by the track's last protected crop (live mode, out of time)
     driven: int = 0  # face-frames whose fake took the original's expression (expression drive)
     redrawn: int = 0  # fake identities drawn again because the first was too close to the original

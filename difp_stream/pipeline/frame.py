@@ -17,11 +17,12 @@ import torch
 from ..difp import Protector
 from ..faces import align
 from ..faces.detect import Detector
+from ..faces.mesh import load_mesh
 from ..faces.track import Track, Tracker
 from ..keys.keyfile import FaceRecord
 from .carry import StyleStages
 from .config import PipelineConfig, Stats, Timings
-from .tracks import Crops, FaceResult, IdentityCheck, Keyframe, Plan, SimilaritySkip, TrackState
+from .tracks import Crops, FaceCheck, FaceResult, IdentityCheck, Keyframe, Plan, SimilaritySkip, TrackState
 
 log_ = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ class FaceProtector(StyleStages):
         self.framing = protector.model.framing  # how the model's crops are cut
         self.skip = SimilaritySkip(self.cfg.skip_below)
         self.check = IdentityCheck(protector, identity_encoder, self.cfg, self.timings, self.stats)
+        self.is_face = FaceCheck(load_mesh() if self.cfg.face_check_below > 0 else None, self.cfg.face_check_below,
+                                 self.cfg.face_check_min, every=self.cfg.check_every)
         self.on_key = on_key  # callable(FaceRecord)
         self.log = log or log_.warning
         self._warned: set[str] = set()
@@ -112,28 +115,37 @@ class FaceProtector(StyleStages):
         self.last_faces = []  # (track id, box, landmarks) of this frame, for benchmarks and callers
         self.stats.frames += 1
         self._index, self._boxes = index, {}
-        todo = self._triage(frame, out, tracks)
+        todo = self._triage(index, frame, out, tracks)
         if todo and fast:
             self._reuse(frame, out, todo)
         elif todo:
             self._protect(index, frame, out, todo)
         return out
 
-    def _triage(self, frame: np.ndarray, out: np.ndarray, tracks: list[Track]) -> list:
+    def _triage(self, index: int, frame: np.ndarray, out: np.ndarray, tracks: list[Track]) -> list:
         """The faces DIFP can replace, as (track, 2x3 transform to the 128 template); the others are blurred now:
-        profiles (the frontal template cannot cover them), faces too small, and faces cut by the frame's edge."""
+        profiles (the frontal template cannot cover them), faces too small, faces cut by the frame's edge, and
+        doubtful detections the face mesh finds no face in (``FaceCheck``)."""
         todo = []
+        self.is_face.forget({t.id for t in tracks})
         for t in tracks:
             box, lms = self.tracker.position(t)
             self.last_faces.append((t.id, box, lms))
             self._boxes[t.id] = box
             self.stats.faces += 1
             self.stats.tracks.add(t.id)
-            profile = align.is_profile(lms, self.cfg.max_yaw)
+            wide = box[2] - box[0] >= self.cfg.turned_min_size
+            profile = align.is_profile(lms, self.cfg.max_yaw if wide else self.cfg.small_max_yaw)
             if profile or box[2] - box[0] < self.cfg.min_difp or _outside(box, frame.shape) > self.cfg.max_edge_cut:
                 self._cover(frame, out, t.id)
                 self.stats.profiles += profile
                 self.stats.small += not profile
+                continue
+            with self.timings("face check"):
+                face = self.is_face(index, frame, t.id, t.score, lms, box[2] - box[0])
+            if not face:
+                self._cover(frame, out, t.id)
+                self.stats.not_faces += 1
                 continue
             try:
                 m128 = align.similarity(lms, 128)
