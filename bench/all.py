@@ -15,7 +15,9 @@
 8. expression: mouth, smile and eye opening of the original and the output by dlib's 68 points on every shared clip
    (bench/expression.py: expression.md/json, expression_strip_*.png);
 9. the cover of every face on 100 eval photos: blurred share and why, protection, gender and age kept with either
-   --attributes, whole-picture recovery (bench/cover.py: cover.md/json).
+   --attributes, whole-picture recovery (bench/cover.py: cover.md/json);
+10. recall of faces cut by the frame's edge and of turned faces by yaw (bench/edge_recall.py --yaw 60:
+    edge_recall.md/json).
 Steps whose data is missing (../shared) are skipped with a line saying so."""
 from __future__ import annotations
 
@@ -48,6 +50,7 @@ STEPS = [
     ("recognizer face box", ["bench/recognizer.py"], SHARED / "faces" / "manifest.tsv"),
     ("the cover of every face: blurs, protection, attributes, recovery", ["bench/cover.py"],
      SHARED / "faces" / "manifest.tsv"),
+    ("recall of cut and turned faces", ["bench/edge_recall.py", "--yaw", "60"], SHARED / "faces" / "manifest.tsv"),
 ]
 
 

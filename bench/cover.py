@@ -75,7 +75,7 @@ def run(mode: str, picked: list[dict], files: dict, limit_other: int = 4, only: 
     backend, _ = select("auto", model, "cpu")
     p = Protector(model, backend=backend)
     enc, est, det = DlibIdentityEncoder(), load_estimator(), Detector(0.5)
-    shapes = None
+    shapes = model.key_shapes()
     rows, t0 = [], time.time()
     for i, r in enumerate(picked):
         if only and not any(o in r["file"] for o in only):
@@ -89,7 +89,8 @@ def run(mode: str, picked: list[dict], files: dict, limit_other: int = 4, only: 
         st = fp.stats
         row = {"file": r["file"], "faces": st.faces, "replaced": st.protected, "blurred": st.obscured,
                "profile": st.profiles, "small_or_cut": st.small, "redrawn": st.redrawn, "steered": st.steered}
-        row["weak_or_failed"] = st.obscured - st.profiles - st.small
+        row["not_face"] = st.not_faces  # a doubtful detection the face mesh found no face in
+        row["weak_or_failed"] = st.obscured - st.profiles - st.small - st.not_faces
         faces = det.detect([img])[0]
         if faces and st.protected and not st.obscured:  # (a blurred face has no gender or age to keep)
             f = max(faces, key=lambda f: f.box[2] - f.box[0])
@@ -106,9 +107,6 @@ def run(mode: str, picked: list[dict], files: dict, limit_other: int = 4, only: 
             if others:
                 ao = est(read(others[0])[None])
                 row.update(pair_male=float(ao.male[0]), pair_age=float(ao.age[0]))
-        if shapes is None and any(not x.covered for x in recs):
-            k = next(x.key for x in recs if not x.covered)
-            shapes = {n: list(getattr(k, n).shape) for n in ("z_ts", "correction", "id_code", "style")}
         back = FaceRecoverer(p, [decode_payload(x.track_id, encode_payload(x), shapes) for x in recs]).process(0, out) \
             if recs else out
         row["recovered_psnr"] = psnr(back, img)
@@ -129,7 +127,8 @@ def summarise(rows: list[dict], seconds: float) -> dict:
     return {
         "photos": len(rows), "faces": faces, "seconds": round(seconds, 1),
         "blurred_share": share([r["blurred"] / max(1, r["faces"]) for r in rows]),
-        "blurred_why": {k: int(sum(r[k] for r in rows)) for k in ("profile", "small_or_cut", "weak_or_failed")},
+        "blurred_why": {k: int(sum(r.get(k, 0) for r in rows))
+                        for k in ("profile", "small_or_cut", "not_face", "weak_or_failed")},
         "replaced_measured": len(measured),
         "protected_same_photo": share([r["d_same"] > 0.6 for r in measured]),
         "protected_other_photos": share([r["d_other"] > 0.6 for r in measured if "d_other" in r]),
@@ -171,14 +170,15 @@ def write(res: dict, name: str) -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps(res, indent=2))
     f = lambda v: f"{100 * v:.1f}%" if isinstance(v, float) else str(v)  # noqa: E731
     lines = [f"# The cover of every face: {res['photos']} eval photos ({res['machine']})", "",
-             "| --attributes | blurred (profile / cut, small / no fake far enough or failed) | protected: same photo "
-             "/ other photos | gender kept | age within 10 y (median change) | same person, two photos: gender / "
+             "| --attributes | blurred (profile / cut, small / no face found by the mesh / no fake far enough or "
+             "failed) | protected: same photo / other photos | gender kept | age within 10 y (median change) | same person, two photos: gender / "
              "age within 10 | recovered whole picture: min / median dB (< 38 dB) | s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for mode, m in res["modes"].items():
         w = m["blurred_why"]
         lines.append(f"| {mode} | {f(m['blurred_share'])} ({w['profile']} / {w['small_or_cut']} / "
-                     f"{w['weak_or_failed']}) | {f(m['protected_same_photo'])} / {f(m['protected_other_photos'])} | "
+                     f"{w.get('not_face', 0)} / {w['weak_or_failed']}) | {f(m['protected_same_photo'])} / "
+                     f"{f(m['protected_other_photos'])} | "
                      f"{f(m['gender_kept'])} | {f(m['age_within_10'])} ({m['age_change_median']:.1f} y) | "
                      f"{f(m['same_person_gender'])} / {f(m['same_person_age_within_10'])} | "
                      f"{m['recovered_psnr_min']:.1f} / {m['recovered_psnr_median']:.1f} ({m['recovered_below_38']}) | "

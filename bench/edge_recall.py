@@ -34,7 +34,7 @@ CUTS = (0.0, 0.25, 0.5, 0.65)
 FACE = 160
 YAW_CUTS = (0.0, 0.25, 0.5)
 YAW_BINS = ((0, 15), (15, 30), (30, 45), (45, 60), (60, 75), (75, 90))
-YAW_STEPS = (-0.9, -0.6, -0.4, -0.2, 0.0, 0.2, 0.4, 0.6, 0.9)  # in units of the mesh's yaw measure (face widths)
+YAW_STEPS = (-5, -4, -3, -2, 0, 2, 3, 4, 5)  # along the yaw direction, in standard deviations of the styles on it
 
 
 def frames(limit: int):
@@ -70,7 +70,8 @@ def turned(count: int, fit: int = 200, seed: int = 7):
     render = _Renderer()
     ws, ms, _ = sample(render, fit, seed=seed, progress=False)
     b, _, corr = ridge(ws.astype(np.float64), ms[:, 4:5].astype(np.float64))
-    v = (b[0] / (b[0] @ b[0])).astype(np.float32)  # one unit of the yaw measure per unit step (linear model)
+    u = (b[0] / np.linalg.norm(b[0])).astype(np.float32)
+    v = u * float(((ws - ws.mean(0)) @ u).std())  # one step: one standard deviation of the styles along it
     print(f"yaw direction: held-out correlation {corr[0]:.2f} on {len(ws)} renders", file=sys.stderr)
     g, rng = render.g, np.random.default_rng(seed + 1)
     wmean = g.mean_style().numpy()

@@ -76,8 +76,8 @@ class StyleStages:
     def _recheck(self, frame, todo, states, results: list, checked: dict) -> None:
         """A keyframe's face that the expression drive changed after its identity check is measured again as it
         will be pasted (its own mesh mask): closer than ``verify_distance`` to the person, or no longer reading the
-        person's gender and age band (``_reads_as``), the checked face is shown instead (measured on the eval photos: an unchecked drive edit of a fake steered to the person's age
-        came to 0.57 of them)."""
+        person's gender and age band (``_reads_as``), the checked face is shown instead (measured on the eval
+        photos: an unchecked drive edit of a fake steered to the person's age came to 0.57 of them)."""
         if not self.check.on:
             return
         for k, crop0 in checked.items():

@@ -171,13 +171,13 @@ class FaceCheck:
     finds one in its aligned crop (presence >= ``presence``; looked at again every ``every`` frames of the track);
     one detection at ``below`` or more, or one mesh that finds a face, settles it for the track's life. Until then
     the track is blurred (fail closed): a fake face is never pasted on what may not be a face. Measured on the
-    dinner-table clip (2560x1920 fisheye): flowers, a vase, a bowl and a pair of glasses were detected at 0.6-0.7
-    and tracked, and got fake faces; their crops read mesh presence 0.00-0.01, the people's 0.99-1.0. (The mesh
-    finds no face in small, blurred or half-hidden real faces either; faces narrower than ``min_size`` px, where a
-    fake on a false detection is a smudge, are not looked at: on the crowd clip's 24-40 px faces the check would
-    have blurred 30 more face-frames, most of them real faces.)"""
+    dinner-table clip (2560x1920 fisheye): flowers, a vase, a bowl and a pair of glasses were detected at
+    0.51-0.71 and tracked, and got fake faces; their crops read mesh presence 0.00-0.01, the people's 0.99-1.0.
+    (The mesh finds no face in small, blurred or half-hidden real faces either: a half-hidden eval face at 0.83;
+    faces narrower than ``min_size`` px, where a fake on a false detection is a smudge, are not looked at: on the
+    crowd clip's 24-40 px faces the check would have blurred 30 more face-frames, most of them real faces.)"""
 
-    def __init__(self, mesh, below: float = 0.9, min_size: int = 40, presence: float = 0.5, every: int = 8):
+    def __init__(self, mesh, below: float = 0.8, min_size: int = 40, presence: float = 0.5, every: int = 8):
         self.mesh, self.below, self.presence, self.every = mesh, below, presence, max(1, every)
         self.min_size = min_size
         self._faces: set[int] = set()  # tracks settled as faces
